@@ -3,7 +3,8 @@
 //! On Windows with a WDK and the `wdk` feature it configures the crate the windows-drivers-rs
 //! way (`wdk_build::configure_wdk_library_build_and_then`) and:
 //! - sets `cfg(kmcl_wdk)` when the build graph is a WDM/KMDF driver, so `sys` re-exports
-//!   wdk-sys's base types instead of its portable twins;
+//!   wdk-sys's base types instead of its portable twins, and `cfg(kmcl_kmdf)` for KMDF, which
+//!   compiles the WDF interface query (`src/wdf.rs`);
 //! - runs bindgen over `include/vmbus_kmcl.h` (which includes the WDK's
 //!   `vmbuskernelmodeclientlibapi.h`) and sets `cfg(kmcl_bindgen)`, which turns on a test that
 //!   compares every generated struct size and slot offset with the hand-written `sys` layer.
@@ -39,6 +40,9 @@ mod wdk {
                 return Ok(());
             }
             println!("cargo::rustc-cfg=kmcl_wdk");
+            if matches!(config.driver_config, DriverConfig::Kmdf(_)) {
+                println!("cargo::rustc-cfg=kmcl_kmdf");
+            }
 
             let out = PathBuf::from(std::env::var("OUT_DIR")?).join("kmcl_bindings.rs");
             bindgen::Builder::wdk_default(&config)?

@@ -1,0 +1,402 @@
+//! Outgoing packets: [`OutgoingPacket`] (`VmbPacketAllocate` … `VmbPacketFree`), the send calls,
+//! the synchronous request, and the [`Completion`] a handler receives.
+//!
+//! Ownership: an `OutgoingPacket` owns its `VMBPACKET` until it is sent. A successful send
+//! passes it to KMCL; the crate's completion routine hands the completion to
+//! [`ChannelHandler::packet_completed`] and then frees the packet. A failed send frees it at
+//! once and drops the context. Nothing on these paths allocates.
+
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+use core::time::Duration;
+
+use crate::callbacks;
+use crate::channel::Channel;
+use crate::flags::SendFlags;
+use crate::handler::{ChannelHandler, PacketContext};
+use crate::interface::{InterfaceVersion, slot};
+use crate::status::{NtStatus, Result};
+use crate::sys;
+
+/// What a handler learns when an outgoing packet completes.
+#[derive(Debug)]
+pub struct Completion<'a, C> {
+    /// The completion status: `STATUS_SUCCESS`, or e.g. `STATUS_CANCELLED` when the channel
+    /// was closed with the packet in flight.
+    pub status: NtStatus,
+    /// The opposite endpoint's response bytes (empty without `WAIT_FOR_COMPLETION`). Valid only
+    /// during the callback.
+    pub response: &'a [u8],
+    /// The context given when the packet was sent.
+    pub context: C,
+}
+
+/// An allocated packet not yet sent (`VmbPacketAllocate`); freed (`VmbPacketFree`) if dropped
+/// unsent. Borrows its channel.
+pub struct OutgoingPacket<'c, H: ChannelHandler> {
+    channel: &'c Channel<H>,
+    handle: sys::VMBPACKET,
+}
+
+impl<H: ChannelHandler> Channel<H> {
+    /// `VmbPacketAllocate`: a packet from the channel's pool.
+    ///
+    /// # Errors
+    /// `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled;
+    /// `STATUS_INSUFFICIENT_RESOURCES` when KMCL has no packet (pool exhausted).
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL.
+    pub fn allocate_packet(&self) -> Result<OutgoingPacket<'_, H>> {
+        self.require_enabled()?;
+        let allocate = slot(self.interface().raw().VmbPacketAllocate)?;
+        // SAFETY: an enabled channel.
+        let handle = unsafe { allocate(self.as_raw()) };
+        if handle.is_null() {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        Ok(OutgoingPacket {
+            channel: self,
+            handle,
+        })
+    }
+
+    /// Allocates a packet and sends `data` in-band (`VmbPacketAllocate` + `VmbPacketSend`).
+    /// With [`SendFlags::WAIT_FOR_COMPLETION`] the opposite endpoint's response reaches
+    /// [`ChannelHandler::packet_completed`] with `context`.
+    ///
+    /// # Errors
+    /// As [`allocate_packet`](Self::allocate_packet) and [`OutgoingPacket::send`].
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (`PAGED_BUFFER` data: PASSIVE_LEVEL).
+    pub fn send(&self, data: &[u8], flags: SendFlags, context: H::PacketContext) -> Result<()> {
+        self.allocate_packet()?.send(data, flags, context)
+    }
+
+    /// `VmbChannelSendSynchronousRequest`: sends `request` and waits for its completion,
+    /// copying the response into `response`; returns the response length in bytes.
+    ///
+    /// `response.len()` must be a multiple of 8 (it may be 0 when no response is wanted).
+    /// `timeout`: `None` waits forever; `Some(Duration::ZERO)` does not wait and does not
+    /// queue the request when the ring is full; otherwise a relative timeout (100 ns units).
+    ///
+    /// # Errors
+    /// `STATUS_INVALID_PARAMETER` for a response buffer that is not a multiple of 8 bytes or a
+    /// request over 4 GiB; `STATUS_TIMEOUT` when the timeout elapsed; `STATUS_BUFFER_OVERFLOW`
+    /// when the response did not fit (it was truncated); other KMCL statuses as returned.
+    ///
+    /// IRQL: PASSIVE_LEVEL, unless `timeout` is `Some(Duration::ZERO)` and the flags lack
+    /// `WAIT_FOR_COMPLETION` (then ≤ DISPATCH_LEVEL).
+    pub fn send_synchronous(
+        &self,
+        request: &[u8],
+        flags: SendFlags,
+        response: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<usize> {
+        self.require_enabled()?;
+        let send = slot(self.interface().raw().VmbChannelSendSynchronousRequest)?;
+        let request_len = u32::try_from(request.len()).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let mut response_len =
+            u32::try_from(response.len()).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        if response_len % sys::KMCL_COMPLETION_BUFFER_ALIGNMENT != 0 {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let (response_ptr, response_len_ptr) = if response.is_empty() {
+            (ptr::null_mut(), ptr::null_mut())
+        } else {
+            (
+                response.as_mut_ptr().cast::<c_void>(),
+                &raw mut response_len,
+            )
+        };
+        let mut wait = sys::LARGE_INTEGER {
+            QuadPart: relative_timeout(timeout.unwrap_or(Duration::ZERO)),
+        };
+        let wait_ptr = if timeout.is_some() {
+            &raw mut wait
+        } else {
+            ptr::null_mut()
+        };
+        // SAFETY: an enabled channel; the request is only read, the response buffer and its
+        // in/out size describe `response`, and every pointer outlives this blocking call.
+        let status = NtStatus(unsafe {
+            send(
+                self.as_raw(),
+                request.as_ptr().cast_mut().cast(),
+                request_len,
+                ptr::null_mut(),
+                flags.bits(),
+                response_ptr,
+                response_len_ptr,
+                wait_ptr,
+            )
+        });
+        if status == NtStatus::TIMEOUT || status == NtStatus::PENDING {
+            return Err(status);
+        }
+        status.ok()?;
+        Ok((response_len as usize).min(response.len()))
+    }
+}
+
+/// A relative kernel timeout: negative, in 100 ns units, saturating.
+fn relative_timeout(timeout: Duration) -> i64 {
+    let units = timeout.as_nanos() / 100;
+    -(i64::try_from(units).unwrap_or(i64::MAX))
+}
+
+impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
+    /// `VmbPacketSend` of in-band `data`.
+    ///
+    /// # Errors
+    /// `STATUS_INVALID_PARAMETER_3` for data over 4 GiB; the KMCL status (e.g. data larger
+    /// than the channel's maximum packet size). The packet is freed and `context` dropped.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (`PAGED_BUFFER` data: PASSIVE_LEVEL).
+    pub fn send(self, data: &[u8], flags: SendFlags, context: H::PacketContext) -> Result<()> {
+        let len = data_len(data)?;
+        let send = slot(self.channel.interface().raw().VmbPacketSend)?;
+        self.dispatch(context, |packet| {
+            // SAFETY: a prepared packet; KMCL reads `len` bytes of `data` during the call.
+            unsafe {
+                send(
+                    packet,
+                    data.as_ptr().cast_mut().cast(),
+                    len,
+                    ptr::null_mut(),
+                    flags.bits(),
+                )
+            }
+        })
+    }
+
+    /// `VmbPacketSend` with external data described by `mdl` (sent as a GPA-direct packet).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    ///
+    /// # Safety
+    /// `mdl` is a valid MDL chain whose pages stay valid and locked until the completion of
+    /// this packet has been delivered to the handler.
+    pub unsafe fn send_with_mdl(
+        self,
+        data: &[u8],
+        mdl: NonNull<sys::MDL>,
+        flags: SendFlags,
+        context: H::PacketContext,
+    ) -> Result<()> {
+        let len = data_len(data)?;
+        let send = slot(self.channel.interface().raw().VmbPacketSend)?;
+        self.dispatch(context, |packet| {
+            // SAFETY: a prepared packet; the MDL is valid per this function's contract.
+            unsafe {
+                send(
+                    packet,
+                    data.as_ptr().cast_mut().cast(),
+                    len,
+                    mdl.as_ptr(),
+                    flags.bits(),
+                )
+            }
+        })
+    }
+
+    /// `VmbPacketSendWithExternalMdl`: external data is `length` bytes of `mdl` starting
+    /// `offset` bytes in.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    ///
+    /// # Safety
+    /// As [`send_with_mdl`](Self::send_with_mdl).
+    pub unsafe fn send_with_external_mdl(
+        self,
+        data: &[u8],
+        mdl: NonNull<sys::MDL>,
+        offset: u32,
+        length: u32,
+        flags: SendFlags,
+        context: H::PacketContext,
+    ) -> Result<()> {
+        let len = data_len(data)?;
+        let send = slot(self.channel.interface().raw().VmbPacketSendWithExternalMdl)?;
+        self.dispatch(context, |packet| {
+            // SAFETY: a prepared packet; the MDL is valid per this function's contract.
+            unsafe {
+                send(
+                    packet,
+                    data.as_ptr().cast_mut().cast(),
+                    len,
+                    mdl.as_ptr(),
+                    offset,
+                    length,
+                    flags.bits(),
+                )
+            }
+        })
+    }
+
+    /// `VmbPacketSendWithExternalPfns`: external data is the pages `pfns` (4 KiB each).
+    ///
+    /// # Errors
+    /// `STATUS_INVALID_PARAMETER` for more than `u32::MAX` PFNs; as [`send`](Self::send).
+    ///
+    /// # Safety
+    /// The pages stay valid and locked until the completion of this packet has been delivered.
+    pub unsafe fn send_with_external_pfns(
+        self,
+        data: &[u8],
+        pfns: &[sys::PFN_NUMBER],
+        flags: SendFlags,
+        context: H::PacketContext,
+    ) -> Result<()> {
+        let len = data_len(data)?;
+        let count = u32::try_from(pfns.len()).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let send = slot(self.channel.interface().raw().VmbPacketSendWithExternalPfns)?;
+        self.dispatch(context, |packet| {
+            // SAFETY: a prepared packet; the PFN list is read during the call and the pages are
+            // valid per this function's contract.
+            unsafe {
+                send(
+                    packet,
+                    data.as_ptr().cast_mut().cast(),
+                    len,
+                    pfns.as_ptr().cast_mut(),
+                    count,
+                    flags.bits(),
+                )
+            }
+        })
+    }
+
+    /// The raw `VMBPACKET`.
+    #[must_use]
+    pub fn as_raw(&self) -> sys::VMBPACKET {
+        self.handle
+    }
+
+    /// Sets the completion routine and the context, then sends; on failure frees the packet
+    /// (through drop) and drops the context.
+    fn dispatch(
+        self,
+        context: H::PacketContext,
+        send: impl FnOnce(sys::VMBPACKET) -> sys::NTSTATUS,
+    ) -> Result<()> {
+        let raw_context = context.into_raw();
+        let status = match self.prepare(raw_context) {
+            Ok(()) => NtStatus(send(self.handle)),
+            Err(status) => status,
+        };
+        if status.is_success() {
+            // KMCL owns the packet now; the completion routine frees it.
+            core::mem::forget(self);
+            Ok(())
+        } else {
+            // SAFETY: `raw_context` came from `into_raw` and KMCL did not take the packet, so
+            // the completion routine will never decode it.
+            drop(unsafe { H::PacketContext::from_raw(raw_context) });
+            Err(status)
+        }
+    }
+
+    /// Installs the crate's completion routine and stores `raw_context` in the packet.
+    fn prepare(&self, raw_context: *mut c_void) -> Result<()> {
+        let t = self.channel.interface().raw();
+        if self.channel.interface().supports(InterfaceVersion::V5) {
+            let context_slot = slot(t.VmbPacketGetInlinePacketContextPointer)?;
+            // SAFETY: a live packet of a channel whose inline context is one pointer (set by
+            // `Channel::new` on V5).
+            let inline = unsafe { context_slot(self.handle) }.cast::<*mut c_void>();
+            if inline.is_null() {
+                return Err(NtStatus::INSUFFICIENT_RESOURCES);
+            }
+            // SAFETY: the inline context is pointer-sized and pointer-aligned KMCL memory.
+            unsafe { inline.write_unaligned(raw_context) };
+            let set_completion = slot(t.VmbPacketSetCompletionRoutineEx)?;
+            let channel = ptr::from_ref(self.channel).cast_mut().cast::<c_void>();
+            // SAFETY: a live packet; the trampoline's context is its (pinned, enabled) channel.
+            unsafe {
+                set_completion(
+                    self.handle,
+                    channel,
+                    Some(callbacks::packet_completion_ex::<H>),
+                )
+            };
+        } else {
+            let set_pointer = slot(t.VmbPacketSetPointer)?;
+            // SAFETY: a live packet; the pointer slot is ours until completion.
+            unsafe { set_pointer(self.handle, raw_context) };
+            let set_completion = slot(t.VmbPacketSetCompletionRoutine)?;
+            // SAFETY: a live packet; the legacy trampoline finds the channel from the packet.
+            unsafe { set_completion(self.handle, Some(callbacks::packet_completion::<H>)) };
+        }
+        Ok(())
+    }
+}
+
+impl<H: ChannelHandler> Drop for OutgoingPacket<'_, H> {
+    fn drop(&mut self) {
+        if let Some(free) = self.channel.interface().raw().VmbPacketFree {
+            // SAFETY: an allocated packet that KMCL does not own (never successfully sent).
+            unsafe { free(self.handle) };
+        }
+    }
+}
+
+fn data_len(data: &[u8]) -> Result<u32> {
+    u32::try_from(data.len()).map_err(|_| NtStatus::INVALID_PARAMETER_3)
+}
+
+/// Delivers one completion to the handler, then frees the packet.
+///
+/// # Safety
+/// `packet`, `buffer` and `length` are the arguments of one completion routine call for a
+/// packet this crate sent on `channel`.
+pub(crate) unsafe fn complete<H: ChannelHandler>(
+    channel: Option<&Channel<H>>,
+    packet: sys::VMBPACKET,
+    status: NtStatus,
+    buffer: *mut c_void,
+    length: u32,
+) {
+    // Without its channel there is no table to free through; unreachable for enabled channels.
+    let Some(channel) = channel else { return };
+    let t = channel.interface().raw();
+    let raw_context = if channel.interface().supports(InterfaceVersion::V5) {
+        match t.VmbPacketGetInlinePacketContextPointer {
+            Some(context_slot) => {
+                // SAFETY: a live packet in its completion routine.
+                let inline = unsafe { context_slot(packet) }.cast::<*mut c_void>();
+                if inline.is_null() {
+                    ptr::null_mut()
+                } else {
+                    // SAFETY: written by `prepare` before the send.
+                    unsafe { inline.read_unaligned() }
+                }
+            }
+            None => ptr::null_mut(),
+        }
+    } else {
+        crate::routes::packet_pointer(packet)
+    };
+    // SAFETY: stored by `prepare` from `into_raw`; each completion decodes it once.
+    let context = unsafe { H::PacketContext::from_raw(raw_context) };
+    let response: &[u8] = if buffer.is_null() || length == 0 {
+        &[]
+    } else {
+        // SAFETY: KMCL's response buffer of `length` bytes, valid during this callback.
+        unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), length as usize) }
+    };
+    channel.handler().packet_completed(
+        channel,
+        Completion {
+            status,
+            response,
+            context,
+        },
+    );
+    if let Some(free) = t.VmbPacketFree {
+        // SAFETY: the completion returned the packet to this crate; it is freed exactly once.
+        unsafe { free(packet) };
+    }
+}

@@ -203,7 +203,8 @@ pub(crate) unsafe extern "system" fn processing_complete_ex<H: ChannelHandler>(
 
 // ---- outgoing packet completion ----
 
-pub(crate) unsafe extern "system" fn packet_completion<H: ChannelHandler>(
+/// `ALLOCATED`: the packet came from `VmbPacketAllocate` (else from a `PacketPool`).
+pub(crate) unsafe extern "system" fn packet_completion<H: ChannelHandler, const ALLOCATED: bool>(
     packet: sys::VMBPACKET,
     status: sys::NTSTATUS,
     buffer: *mut c_void,
@@ -213,10 +214,23 @@ pub(crate) unsafe extern "system" fn packet_completion<H: ChannelHandler>(
     // SAFETY: the packet was sent on a channel registered for `H`.
     let this = unsafe { channel_of::<H>(channel) };
     // SAFETY: the arguments of one completion of a packet this crate sent.
-    unsafe { packet::complete::<H>(this, packet, NtStatus(status), buffer, length) };
+    unsafe {
+        packet::complete::<H>(
+            this,
+            origin::<ALLOCATED>(),
+            packet,
+            NtStatus(status),
+            buffer,
+            length,
+        )
+    };
 }
 
-pub(crate) unsafe extern "system" fn packet_completion_ex<H: ChannelHandler>(
+/// `ALLOCATED`: the packet came from `VmbPacketAllocate` (else from a `PacketPool`).
+pub(crate) unsafe extern "system" fn packet_completion_ex<
+    H: ChannelHandler,
+    const ALLOCATED: bool,
+>(
     packet: sys::VMBPACKET,
     context: *mut c_void,
     status: sys::NTSTATUS,
@@ -226,5 +240,22 @@ pub(crate) unsafe extern "system" fn packet_completion_ex<H: ChannelHandler>(
     // SAFETY: the context given with `VmbPacketSetCompletionRoutineEx` is the channel.
     let this = unsafe { channel_at::<H>(context) };
     // SAFETY: the arguments of one completion of a packet this crate sent.
-    unsafe { packet::complete::<H>(this, packet, NtStatus(status), buffer, length) };
+    unsafe {
+        packet::complete::<H>(
+            this,
+            origin::<ALLOCATED>(),
+            packet,
+            NtStatus(status),
+            buffer,
+            length,
+        )
+    };
+}
+
+const fn origin<const ALLOCATED: bool>() -> packet::Origin {
+    if ALLOCATED {
+        packet::Origin::Allocated
+    } else {
+        packet::Origin::Pooled
+    }
 }

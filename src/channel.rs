@@ -488,7 +488,7 @@ impl<H: ChannelHandler> Channel<H> {
         self.get_ref().disable_now();
     }
 
-    fn disable_now(&self) {
+    pub(crate) fn disable_now(&self) {
         let was_enabled = self
             .state
             .compare_exchange(ENABLED, DISABLED, Ordering::AcqRel, Ordering::Acquire)

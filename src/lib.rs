@@ -61,6 +61,7 @@ mod incoming;
 mod interface;
 pub mod mdl;
 mod packet;
+mod pool;
 mod routes;
 mod status;
 #[cfg(kmcl_kmdf)]
@@ -73,4 +74,5 @@ pub use handler::{ChannelHandler, PacketContext};
 pub use incoming::{ExternalData, IncomingPacket};
 pub use interface::{InterfaceVersion, KmclInterface};
 pub use packet::{Completion, OutgoingPacket};
+pub use pool::{PacketPool, PoolWord};
 pub use status::{NtStatus, Result};

@@ -31,11 +31,23 @@ pub struct Completion<'a, C> {
     pub context: C,
 }
 
-/// An allocated packet not yet sent (`VmbPacketAllocate`); freed (`VmbPacketFree`) if dropped
-/// unsent. Borrows its channel.
+/// A packet not yet sent: from KMCL's pool ([`Channel::allocate_packet`], freed with
+/// `VmbPacketFree` if dropped unsent) or from caller storage
+/// ([`PacketPool::allocate`](crate::PacketPool::allocate), its slot released if dropped
+/// unsent). Borrows its channel.
 pub struct OutgoingPacket<'c, H: ChannelHandler> {
     channel: &'c Channel<H>,
     handle: sys::VMBPACKET,
+    origin: Origin,
+}
+
+/// Where an outgoing packet's memory comes from, which decides how it is released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// `VmbPacketAllocate`: released with `VmbPacketFree`.
+    Allocated,
+    /// `VmbPacketInitialize` in a `PacketPool` slot: released by freeing the slot.
+    Pooled,
 }
 
 impl<H: ChannelHandler> Channel<H> {
@@ -57,6 +69,7 @@ impl<H: ChannelHandler> Channel<H> {
         Ok(OutgoingPacket {
             channel: self,
             handle,
+            origin: Origin::Allocated,
         })
     }
 
@@ -146,6 +159,18 @@ fn relative_timeout(timeout: Duration) -> i64 {
 }
 
 impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
+    /// A packet just initialized in a `PacketPool` slot.
+    ///
+    /// # Safety
+    /// `handle` was initialized with `VmbPacketInitialize` in a pool slot marked busy.
+    pub(crate) unsafe fn from_pool(channel: &'c Channel<H>, handle: sys::VMBPACKET) -> Self {
+        Self {
+            channel,
+            handle,
+            origin: Origin::Pooled,
+        }
+    }
+
     /// `VmbPacketSend` of in-band `data`.
     ///
     /// # Errors
@@ -314,21 +339,23 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
             unsafe { inline.write_unaligned(raw_context) };
             let set_completion = slot(t.VmbPacketSetCompletionRoutineEx)?;
             let channel = ptr::from_ref(self.channel).cast_mut().cast::<c_void>();
-            // SAFETY: a live packet; the trampoline's context is its (pinned, enabled) channel.
-            unsafe {
-                set_completion(
-                    self.handle,
-                    channel,
-                    Some(callbacks::packet_completion_ex::<H>),
-                )
+            let routine: sys::EVT_VMB_PACKET_COMPLETION_ROUTINE_EX = match self.origin {
+                Origin::Allocated => callbacks::packet_completion_ex::<H, true>,
+                Origin::Pooled => callbacks::packet_completion_ex::<H, false>,
             };
+            // SAFETY: a live packet; the trampoline's context is its (pinned, enabled) channel.
+            unsafe { set_completion(self.handle, channel, Some(routine)) };
         } else {
             let set_pointer = slot(t.VmbPacketSetPointer)?;
             // SAFETY: a live packet; the pointer slot is ours until completion.
             unsafe { set_pointer(self.handle, raw_context) };
             let set_completion = slot(t.VmbPacketSetCompletionRoutine)?;
+            let routine: sys::EVT_VMB_PACKET_COMPLETION_ROUTINE = match self.origin {
+                Origin::Allocated => callbacks::packet_completion::<H, true>,
+                Origin::Pooled => callbacks::packet_completion::<H, false>,
+            };
             // SAFETY: a live packet; the legacy trampoline finds the channel from the packet.
-            unsafe { set_completion(self.handle, Some(callbacks::packet_completion::<H>)) };
+            unsafe { set_completion(self.handle, Some(routine)) };
         }
         Ok(())
     }
@@ -336,10 +363,25 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
 
 impl<H: ChannelHandler> Drop for OutgoingPacket<'_, H> {
     fn drop(&mut self) {
-        if let Some(free) = self.channel.interface().raw().VmbPacketFree {
-            // SAFETY: an allocated packet that KMCL does not own (never successfully sent).
-            unsafe { free(self.handle) };
+        // SAFETY: a packet KMCL does not own (never successfully sent), released once.
+        unsafe { release(self.channel, self.handle, self.origin) };
+    }
+}
+
+/// Returns a packet to where it came from.
+///
+/// # Safety
+/// Neither KMCL nor the driver uses `packet` afterwards.
+unsafe fn release<H: ChannelHandler>(channel: &Channel<H>, packet: sys::VMBPACKET, origin: Origin) {
+    match origin {
+        Origin::Allocated => {
+            if let Some(free) = channel.interface().raw().VmbPacketFree {
+                // SAFETY: an allocated packet, freed exactly once per this function's contract.
+                unsafe { free(packet) };
+            }
         }
+        // SAFETY: a pooled packet, per this function's contract.
+        Origin::Pooled => unsafe { crate::pool::release_slot(packet) },
     }
 }
 
@@ -347,13 +389,14 @@ fn data_len(data: &[u8]) -> Result<u32> {
     u32::try_from(data.len()).map_err(|_| NtStatus::INVALID_PARAMETER_3)
 }
 
-/// Delivers one completion to the handler, then frees the packet.
+/// Delivers one completion to the handler, then releases the packet (`origin`).
 ///
 /// # Safety
 /// `packet`, `buffer` and `length` are the arguments of one completion routine call for a
-/// packet this crate sent on `channel`.
+/// packet of `origin` this crate sent on `channel`.
 pub(crate) unsafe fn complete<H: ChannelHandler>(
     channel: Option<&Channel<H>>,
+    origin: Origin,
     packet: sys::VMBPACKET,
     status: NtStatus,
     buffer: *mut c_void,
@@ -395,8 +438,6 @@ pub(crate) unsafe fn complete<H: ChannelHandler>(
             context,
         },
     );
-    if let Some(free) = t.VmbPacketFree {
-        // SAFETY: the completion returned the packet to this crate; it is freed exactly once.
-        unsafe { free(packet) };
-    }
+    // SAFETY: the completion returned the packet to this crate; released exactly once.
+    unsafe { release(channel, packet, origin) };
 }

@@ -209,3 +209,122 @@ impl core::fmt::Debug for KmclInterface {
 pub(crate) fn slot<F>(slot: Option<F>) -> Result<F> {
     slot.ok_or(NtStatus::NOT_SUPPORTED)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Negotiation against a provider that follows the query contract with a table of inert
+    //! functions; the emulator-based tests in `tests/` cover the real slots.
+    use core::sync::atomic::{AtomicI32, Ordering};
+
+    use super::*;
+
+    static REFERENCES: AtomicI32 = AtomicI32::new(0);
+
+    unsafe extern "system" fn reference(_: *mut c_void) {
+        REFERENCES.fetch_add(1, Ordering::SeqCst);
+    }
+    unsafe extern "system" fn dereference(_: *mut c_void) {
+        REFERENCES.fetch_sub(1, Ordering::SeqCst);
+    }
+    unsafe extern "system" fn sizeof_channel() -> u32 {
+        64
+    }
+
+    /// Grants versions up to `highest`, filling every slot of the requested version with a
+    /// non-null address (only `VmbSizeofChannel` is ever called) unless `hole` names a slot
+    /// index to leave null.
+    fn provider(
+        highest: u16,
+        hole: Option<usize>,
+    ) -> impl FnMut(*mut sys::INTERFACE, u16, u16) -> NtStatus {
+        move |interface, size, version| {
+            if version > highest {
+                return NtStatus::NOT_SUPPORTED;
+            }
+            let v = InterfaceVersion::NEWEST_FIRST
+                .into_iter()
+                .find(|v| v.number() == version)
+                .unwrap();
+            assert_eq!(size, v.struct_size(), "size paired with version");
+            let mut table = sys::KMCL_CLIENT_INTERFACE_V5::NULL;
+            table.InterfaceHeader.Size = size;
+            table.InterfaceHeader.Version = version;
+            table.InterfaceHeader.InterfaceReference = Some(reference);
+            table.InterfaceHeader.InterfaceDereference = Some(dereference);
+            let words = (&raw mut table)
+                .cast::<u8>()
+                .wrapping_add(32)
+                .cast::<usize>();
+            for i in 0..v.slot_count() {
+                if Some(i) != hole {
+                    // SAFETY: slot i of the V5 table; every slot is one pointer-sized word.
+                    unsafe {
+                        words
+                            .wrapping_add(i)
+                            .write(sizeof_channel as *const () as usize)
+                    };
+                }
+            }
+            // SAFETY: the caller's buffer holds `size` bytes; copy exactly that many.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    (&raw const table).cast::<u8>(),
+                    interface.cast::<u8>(),
+                    usize::from(size),
+                )
+            };
+            REFERENCES.fetch_add(1, Ordering::SeqCst);
+            NtStatus::SUCCESS
+        }
+    }
+
+    // One test so the shared reference counter is not raced by parallel tests.
+    #[test]
+    fn negotiation_validation_and_reference_counting() {
+        // Highest granted version wins; newer slots stay null; later features unsupported.
+        // SAFETY: the provider follows the query contract.
+        let v3 = unsafe { KmclInterface::query_with(provider(3, None)) }.unwrap();
+        assert_eq!(v3.version(), InterfaceVersion::V3);
+        assert!(v3.supports(InterfaceVersion::V2) && !v3.supports(InterfaceVersion::V4));
+        assert!(v3.raw().VmbChannelAllocateBounceBuffer.is_some());
+        assert!(v3.raw().VmbChannelInitSetMaximumPacketCount.is_none());
+        assert_eq!(
+            crate::channel::channel_storage_size(&v3),
+            Err(NtStatus::NOT_SUPPORTED)
+        );
+        assert_eq!(REFERENCES.load(Ordering::SeqCst), 1);
+
+        // Clone references, drop dereferences.
+        let copy = v3.clone();
+        assert_eq!(REFERENCES.load(Ordering::SeqCst), 2);
+        drop(copy);
+        drop(v3);
+        assert_eq!(REFERENCES.load(Ordering::SeqCst), 0);
+
+        // V5 granted and usable.
+        // SAFETY: the provider follows the query contract.
+        let v5 = unsafe { KmclInterface::query_with(provider(5, None)) }.unwrap();
+        assert_eq!(v5.version(), InterfaceVersion::V5);
+        assert_eq!(crate::channel::channel_storage_size(&v5), Ok(64));
+        drop(v5);
+
+        // A null slot of the granted version: rejected, and its reference released.
+        // SAFETY: the provider follows the query contract.
+        let holed = unsafe { KmclInterface::query_with(provider(5, Some(56))) };
+        assert_eq!(holed.unwrap_err(), NtStatus::NOINTERFACE);
+        assert_eq!(REFERENCES.load(Ordering::SeqCst), 0);
+
+        // Nothing granted: the provider's status.
+        // SAFETY: the provider follows the query contract.
+        let none = unsafe { KmclInterface::query_with(|_, _, _| NtStatus::NOT_SUPPORTED) };
+        assert_eq!(none.unwrap_err(), NtStatus::NOT_SUPPORTED);
+        assert_eq!(REFERENCES.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn version_sizes_and_slot_counts() {
+        let counts: [usize; 5] = InterfaceVersion::NEWEST_FIRST.map(InterfaceVersion::slot_count);
+        assert_eq!(counts, [57, 48, 46, 44, 41]);
+        assert_eq!(InterfaceVersion::V1.struct_size(), 360);
+    }
+}

@@ -186,6 +186,47 @@ impl ChannelConfig {
     }
 }
 
+impl ChannelConfig {
+    /// The documented ranges of the init setters, each reported as the
+    /// `STATUS_INVALID_PARAMETER_n` of the offending setter argument.
+    fn validate(&self) -> Result<()> {
+        let check = |ok: bool, status: NtStatus| if ok { Ok(()) } else { Err(status) };
+        if let Some((incoming, outgoing)) = self.ring_buffer_pages {
+            check(incoming > 0, NtStatus::INVALID_PARAMETER_2)?;
+            check(outgoing > 0, NtStatus::INVALID_PARAMETER_3)?;
+        }
+        if let Some(bytes) = self.maximum_packet_size {
+            check(
+                (1..=sys::KMCL_RING_BUFFER_MTU).contains(&bytes),
+                NtStatus::INVALID_PARAMETER_2,
+            )?;
+        }
+        if let Some((bytes, chain)) = self.maximum_external_data {
+            check(bytes > 0, NtStatus::INVALID_PARAMETER_2)?;
+            check(chain > 0, NtStatus::INVALID_PARAMETER_3)?;
+        }
+        if let Some(count) = self.maximum_packet_count {
+            check(count > 0, NtStatus::INVALID_PARAMETER_2)?;
+        }
+        if let Some((_, index)) = self.primary_channel {
+            check(
+                index >= sys::KMCL_SUBCHANNEL_INDEX_MIN,
+                NtStatus::INVALID_PARAMETER_3,
+            )?;
+        }
+        if let Some((initial, increment, maximum)) = self.bounce_buffer_sizes {
+            let page = sys::KMCL_PAGE_SIZE;
+            check(initial % page == 0, NtStatus::INVALID_PARAMETER_2)?;
+            check(increment % page == 0, NtStatus::INVALID_PARAMETER_3)?;
+            check(
+                maximum % page == 0 && maximum >= initial,
+                NtStatus::INVALID_PARAMETER_4,
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Lifecycle states (stored in an `AtomicU8`).
 const CREATED: u8 = 0;
 const ENABLING: u8 = 1;
@@ -215,6 +256,8 @@ pub struct Channel<H: ChannelHandler> {
     handler: H,
     state: AtomicU8,
     client_context_size: u32,
+    /// The configured maximum packet size in bytes, 0 when KMCL's default applies.
+    maximum_packet_size: u32,
     callbacks: UnsafeCell<StateCallbacks>,
     _pinned: PhantomPinned,
 }
@@ -232,9 +275,14 @@ impl<H: ChannelHandler> Channel<H> {
     /// values travel inline in each packet.
     ///
     /// # Errors
-    /// The failing KMCL status: `STATUS_INSUFFICIENT_RESOURCES` from allocation, an
-    /// `STATUS_INVALID_PARAMETER*` from a setter given an invalid value, `STATUS_NOT_SUPPORTED`
-    /// for a setting the negotiated interface version lacks. Nothing is leaked on error.
+    /// - `STATUS_INVALID_PARAMETER_n` for a setting outside its documented range (checked
+    ///   before any KMCL call; `n` is the setter argument): zero ring pages, a maximum packet
+    ///   size of 0 or over [`sys::KMCL_RING_BUFFER_MTU`], zero external data or chain length, a
+    ///   zero packet count, subchannel index 0, bounce-buffer sizes not multiples of 4096.
+    /// - `STATUS_NOT_SUPPORTED` for a setting the negotiated interface version lacks.
+    /// - The failing KMCL status otherwise (e.g. `STATUS_INSUFFICIENT_RESOURCES`).
+    ///
+    /// Nothing is leaked on error.
     ///
     /// IRQL: PASSIVE_LEVEL.
     ///
@@ -298,6 +346,7 @@ impl<H: ChannelHandler> Channel<H> {
             handler,
             state: AtomicU8::new(CREATED),
             client_context_size: config.client_context_size.unwrap_or(0),
+            maximum_packet_size: config.maximum_packet_size.unwrap_or(0),
             callbacks: UnsafeCell::new(StateCallbacks {
                 v1: sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS::INIT,
             }),
@@ -307,8 +356,10 @@ impl<H: ChannelHandler> Channel<H> {
         Ok(channel)
     }
 
-    /// Calls each configured `VmbChannelInit*` setter.
+    /// Calls each configured `VmbChannelInit*` setter, after checking the documented ranges
+    /// here so that KMCL never sees a value it would reject.
     fn apply(&self, config: &ChannelConfig) -> Result<()> {
+        config.validate()?;
         let t = self.interface.raw();
         let h = self.handle;
         // SAFETY (every call below): a KMCL setter on this live, not yet enabled channel, with
@@ -556,6 +607,16 @@ impl<H: ChannelHandler> Channel<H> {
     #[must_use]
     pub fn as_raw(&self) -> sys::VMBCHANNEL {
         self.handle
+    }
+
+    /// Checks an in-band length against the configured maximum packet size (KMCL checks it
+    /// too; checking here keeps the bad call away from KMCL).
+    pub(crate) fn check_packet_len(&self, len: usize) -> Result<u32> {
+        let len = u32::try_from(len).map_err(|_| NtStatus::INVALID_PARAMETER_3)?;
+        if self.maximum_packet_size != 0 && len > self.maximum_packet_size {
+            return Err(NtStatus::INVALID_PARAMETER_3);
+        }
+        Ok(len)
     }
 
     /// Bytes of per-incoming-packet client context configured.

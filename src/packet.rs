@@ -174,12 +174,13 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
     /// `VmbPacketSend` of in-band `data`.
     ///
     /// # Errors
-    /// `STATUS_INVALID_PARAMETER_3` for data over 4 GiB; the KMCL status (e.g. data larger
-    /// than the channel's maximum packet size). The packet is freed and `context` dropped.
+    /// `STATUS_INVALID_PARAMETER_3` for data longer than the configured maximum packet size
+    /// (checked before calling KMCL) or over 4 GiB; otherwise the KMCL status. The packet is
+    /// freed and `context` dropped.
     ///
     /// IRQL: ≤ DISPATCH_LEVEL (`PAGED_BUFFER` data: PASSIVE_LEVEL).
     pub fn send(self, data: &[u8], flags: SendFlags, context: H::PacketContext) -> Result<()> {
-        let len = data_len(data)?;
+        let len = self.channel.check_packet_len(data.len())?;
         let send = slot(self.channel.interface().raw().VmbPacketSend)?;
         self.dispatch(context, |packet| {
             // SAFETY: a prepared packet; KMCL reads `len` bytes of `data` during the call.
@@ -210,7 +211,7 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
         flags: SendFlags,
         context: H::PacketContext,
     ) -> Result<()> {
-        let len = data_len(data)?;
+        let len = self.channel.check_packet_len(data.len())?;
         let send = slot(self.channel.interface().raw().VmbPacketSend)?;
         self.dispatch(context, |packet| {
             // SAFETY: a prepared packet; the MDL is valid per this function's contract.
@@ -243,7 +244,7 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
         flags: SendFlags,
         context: H::PacketContext,
     ) -> Result<()> {
-        let len = data_len(data)?;
+        let len = self.channel.check_packet_len(data.len())?;
         let send = slot(self.channel.interface().raw().VmbPacketSendWithExternalMdl)?;
         self.dispatch(context, |packet| {
             // SAFETY: a prepared packet; the MDL is valid per this function's contract.
@@ -275,7 +276,7 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
         flags: SendFlags,
         context: H::PacketContext,
     ) -> Result<()> {
-        let len = data_len(data)?;
+        let len = self.channel.check_packet_len(data.len())?;
         let count = u32::try_from(pfns.len()).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let send = slot(self.channel.interface().raw().VmbPacketSendWithExternalPfns)?;
         self.dispatch(context, |packet| {
@@ -383,10 +384,6 @@ unsafe fn release<H: ChannelHandler>(channel: &Channel<H>, packet: sys::VMBPACKE
         // SAFETY: a pooled packet, per this function's contract.
         Origin::Pooled => unsafe { crate::pool::release_slot(packet) },
     }
-}
-
-fn data_len(data: &[u8]) -> Result<u32> {
-    u32::try_from(data.len()).map_err(|_| NtStatus::INVALID_PARAMETER_3)
 }
 
 /// Delivers one completion to the handler, then releases the packet (`origin`).

@@ -1,0 +1,892 @@
+//! The emulated KMCL channel: configuration, state machine, threads and teardown.
+//!
+//! Each enabled channel has three threads: the host thread (runs the [`HostDevice`]), the
+//! callback thread ("DPC": reads the host→guest ring and calls the driver's packet and
+//! completion callbacks) and the passive worker (re-delivers deferred packets, and delivers all
+//! packets when incoming processing at passive is requested). State-change callbacks run on the
+//! thread that called the slot (enable, pause, start, disable) or on the callback thread (a host
+//! rescind).
+//!
+//! Lock order (outer to inner): `Channel::inner` → packet state mutexes → `Channel::host` →
+//! `Channel::guest_reader` → global leaf locks (registry, memory, verifier). Driver callbacks
+//! are never called with a channel lock held.
+//!
+//! [`HostDevice`]: crate::HostDevice
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::{self, JoinHandle, ThreadId};
+use std::time::Duration;
+
+use vmbus_kmcl::sys::{GUID, NTSTATUS, PFN_VMB_CHANNEL_PNP_FAILURE};
+
+use crate::bus::Bus;
+use crate::callbacks::{ProcessCallbacks, StateCallbacks};
+use crate::event::{Event, lock, wait_until};
+use crate::gpadl::GpadlMapping;
+use crate::host::{HostCommand, HostSide};
+use crate::incoming::{InPacket, Received};
+use crate::offer::OfferShared;
+use crate::outgoing::{Frame, SyncWait, Tx, Work};
+use crate::registry;
+use crate::ring::{Ring, RingReader, RingWriter};
+use crate::status::{
+    STATUS_CANCELLED, STATUS_DEVICE_NOT_CONNECTED, STATUS_DEVICE_REMOVED,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS,
+    STATUS_UNSUCCESSFUL, nt_success,
+};
+use crate::verifier::{VerifierReport, ViolationKind};
+
+/// How often idle emulator threads re-check their rings even without a signal.
+pub(crate) const POLL: Duration = Duration::from_millis(20);
+
+/// Creates one ring of `pages` data pages (the only call into the ring constructor).
+fn make_ring(pages: u32) -> Result<(RingWriter, RingReader), crate::ring::RingError> {
+    Ring::create(pages as usize)
+}
+
+/// The channel state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Allocated, never enabled: `Init*` setters allowed.
+    Initial,
+    /// Inside `VmbChannelEnable`.
+    Opening,
+    /// Open, packets flow.
+    Running,
+    /// Open, incoming delivery stopped (`VmbChannelPause` or paused on enable).
+    Paused,
+    /// Inside `VmbChannelDisable` or a host close.
+    Closing,
+    /// The host rescinded or closed the channel; the guest must disable / clean up.
+    HostClosed,
+    /// Disabled again: `Init*` setters allowed, can be re-enabled.
+    Disabled,
+}
+
+/// Init-time configuration (`VmbChannelInitSet*` and friends).
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) client_context_size: u32,
+    pub(crate) flags: u32,
+    pub(crate) friendly_name: String,
+    pub(crate) max_external_data: u32,
+    pub(crate) max_external_chain: u32,
+    pub(crate) max_packet_size: u32,
+    pub(crate) incoming_pages: u32,
+    pub(crate) outgoing_pages: u32,
+    pub(crate) target: Option<(GUID, Option<GUID>)>,
+    pub(crate) pnp_failure: PFN_VMB_CHANNEL_PNP_FAILURE,
+    pub(crate) bounce: Option<(u32, u32, u32)>,
+    pub(crate) max_packet_count: u32,
+    pub(crate) primary: Option<(usize, u16)>,
+    pub(crate) target_processor: Option<u32>,
+    pub(crate) inline_context_size: u32,
+}
+
+/// Everything mutable about a channel, behind `Channel::inner`.
+pub(crate) struct Inner {
+    pub(crate) state: State,
+    pub(crate) cfg: Config,
+    pub(crate) pointer: usize,
+    pub(crate) state_cbs: StateCallbacks,
+    pub(crate) process_cbs: ProcessCallbacks,
+    pub(crate) latency: u16,
+    pub(crate) dpc_cpu: u8,
+    pub(crate) at_passive: bool,
+    pub(crate) quota: u32,
+    pub(crate) pause_on_enable: bool,
+    pub(crate) bounce_allocated: u32,
+    /// The offer the channel is open on.
+    pub(crate) offer: Option<Arc<OfferShared>>,
+    /// Guest→host ring writer (open only).
+    pub(crate) writer: Option<RingWriter>,
+    /// Frames waiting for ring space, in order.
+    pub(crate) send_queue: VecDeque<Frame>,
+    /// Transactions waiting for their completion.
+    pub(crate) tx: HashMap<u64, Tx>,
+    pub(crate) next_txid: u64,
+    /// Recently finished transaction IDs (to tell duplicate from forged completions).
+    pub(crate) finished: VecDeque<u64>,
+    /// Completion-routine calls for the callback thread.
+    pub(crate) work: VecDeque<Work>,
+    /// Packets for the passive worker.
+    pub(crate) passive: VecDeque<Arc<InPacket>>,
+    /// Packets to deliver again (external data was pending).
+    pub(crate) redeliver: VecDeque<Arc<InPacket>>,
+    /// Packets read while paused, delivered on start.
+    pub(crate) held: VecDeque<Received>,
+    /// Live incoming packet handles (delivered, not completed).
+    pub(crate) incoming: BTreeSet<usize>,
+    /// Live outgoing packet handles, with whether they came from `VmbPacketAllocate`.
+    pub(crate) packets: BTreeMap<usize, bool>,
+    pub(crate) gpadls: BTreeMap<u32, Arc<GpadlMapping>>,
+    pub(crate) deleted_gpadls: BTreeSet<u32>,
+    pub(crate) threads: Vec<JoinHandle<()>>,
+    pub(crate) callback_threads: Vec<ThreadId>,
+    /// Packet callbacks running right now.
+    pub(crate) in_callback: u32,
+    pub(crate) delivery_enabled: bool,
+    /// Pause/disable in progress: no new packets from the ring are delivered.
+    pub(crate) quiescing: bool,
+    /// The Suspend callback ran (or the channel never started): no packet callbacks at all.
+    pub(crate) suspended: bool,
+    pub(crate) dpc_stop: bool,
+    pub(crate) incoming_failed: bool,
+    pub(crate) in_corrupt: bool,
+    pub(crate) out_corrupt: bool,
+    pub(crate) in_started: bool,
+    pub(crate) host_close_requested: bool,
+    /// The Closed callback of a host close has returned.
+    pub(crate) host_close_notified: bool,
+    pub(crate) cleaned: bool,
+}
+
+/// One emulated channel. Shared (`Arc`) by the registry, its packets and its threads.
+pub(crate) struct Channel {
+    pub(crate) handle: usize,
+    pub(crate) bus: Arc<Bus>,
+    pub(crate) parent_device: usize,
+    pub(crate) parent_offer: Weak<OfferShared>,
+    pub(crate) inner: Mutex<Inner>,
+    /// Signalled (with `inner`) whenever counts the lifecycle waits on change.
+    pub(crate) cv: Condvar,
+    pub(crate) host: Mutex<HostSide>,
+    /// Host→guest ring reader (open only); used by the callback thread.
+    pub(crate) guest_reader: Mutex<Option<RingReader>>,
+    /// Wakes the callback thread.
+    pub(crate) guest_event: Event,
+    /// Wakes the host thread.
+    pub(crate) host_event: Event,
+    /// Wakes the passive worker.
+    pub(crate) passive_event: Event,
+}
+
+impl Channel {
+    pub(crate) fn new(
+        bus: &Arc<Bus>,
+        handle: usize,
+        parent_device: usize,
+        parent_offer: &Arc<OfferShared>,
+    ) -> Arc<Self> {
+        let c = &bus.config;
+        Arc::new(Self {
+            handle,
+            bus: Arc::clone(bus),
+            parent_device,
+            parent_offer: Arc::downgrade(parent_offer),
+            inner: Mutex::new(Inner {
+                state: State::Initial,
+                cfg: Config {
+                    client_context_size: 0,
+                    flags: 0,
+                    friendly_name: String::new(),
+                    max_external_data: c.max_external_data,
+                    max_external_chain: c.max_external_chain,
+                    max_packet_size: c.max_packet_size,
+                    incoming_pages: c.ring_pages,
+                    outgoing_pages: c.ring_pages,
+                    target: None,
+                    pnp_failure: None,
+                    bounce: None,
+                    max_packet_count: c.max_packet_count,
+                    primary: None,
+                    target_processor: None,
+                    inline_context_size: 0,
+                },
+                pointer: 0,
+                state_cbs: StateCallbacks::None,
+                process_cbs: ProcessCallbacks::None,
+                latency: 0,
+                dpc_cpu: 100,
+                at_passive: false,
+                quota: u32::MAX,
+                pause_on_enable: false,
+                bounce_allocated: 0,
+                offer: None,
+                writer: None,
+                send_queue: VecDeque::new(),
+                tx: HashMap::new(),
+                next_txid: 1,
+                finished: VecDeque::new(),
+                work: VecDeque::new(),
+                passive: VecDeque::new(),
+                redeliver: VecDeque::new(),
+                held: VecDeque::new(),
+                incoming: BTreeSet::new(),
+                packets: BTreeMap::new(),
+                gpadls: BTreeMap::new(),
+                deleted_gpadls: BTreeSet::new(),
+                threads: Vec::new(),
+                callback_threads: Vec::new(),
+                in_callback: 0,
+                delivery_enabled: false,
+                quiescing: false,
+                suspended: true,
+                dpc_stop: false,
+                incoming_failed: false,
+                in_corrupt: false,
+                out_corrupt: false,
+                in_started: false,
+                host_close_requested: false,
+                host_close_notified: false,
+                cleaned: false,
+            }),
+            cv: Condvar::new(),
+            host: Mutex::new(HostSide::default()),
+            guest_reader: Mutex::new(None),
+            guest_event: Event::default(),
+            host_event: Event::default(),
+            passive_event: Event::default(),
+        })
+    }
+
+    /// Records a violation on the channel's bus.
+    pub(crate) fn violation(
+        &self,
+        slot: &'static str,
+        kind: ViolationKind,
+        message: impl Into<String>,
+    ) {
+        self.bus.violation(slot, kind, message, self.handle);
+    }
+
+    /// True if the calling thread is one of this channel's callback threads.
+    pub(crate) fn on_callback_thread(inner: &Inner) -> bool {
+        let me = thread::current().id();
+        inner.callback_threads.contains(&me)
+    }
+
+    /// True if the `Init*` setters are allowed.
+    pub(crate) const fn configurable(state: State) -> bool {
+        matches!(state, State::Initial | State::Disabled)
+    }
+
+    /// The offer a channel with this configuration targets.
+    pub(crate) fn resolve_target(&self, cfg: &Config) -> Result<Arc<OfferShared>, NTSTATUS> {
+        let parent = self.parent_offer.upgrade();
+        let base = match (cfg.target, &parent) {
+            (Some((ty, instance)), _) => self.bus.find_offer(&ty, instance.as_ref(), 0),
+            (None, Some(p)) => Some(Arc::clone(p)),
+            (None, None) => None,
+        };
+        let Some(base) = base else {
+            return Err(STATUS_DEVICE_NOT_CONNECTED);
+        };
+        match cfg.primary {
+            None => Ok(base),
+            Some((primary, index)) => {
+                let Some(p) = registry::peek_channel(primary) else {
+                    return Err(STATUS_INVALID_DEVICE_STATE);
+                };
+                let open_on = lock(&p.inner).offer.clone();
+                let Some(open_on) = open_on else {
+                    return Err(STATUS_INVALID_DEVICE_STATE);
+                };
+                self.bus
+                    .find_offer(&open_on.interface_type, Some(&open_on.instance), index)
+                    .ok_or(STATUS_DEVICE_NOT_CONNECTED)
+            }
+        }
+    }
+
+    /// `VmbChannelEnable`.
+    pub(crate) fn enable(self: &Arc<Self>) -> NTSTATUS {
+        const SLOT: &str = "VmbChannelEnable";
+        let (cfg, cbs, pause_on_enable, prev) = {
+            let mut inner = lock(&self.inner);
+            if !Self::configurable(inner.state) {
+                self.violation(
+                    SLOT,
+                    ViolationKind::WrongState,
+                    format!("enable in state {:?}", inner.state),
+                );
+                return STATUS_INVALID_DEVICE_STATE;
+            }
+            let prev = inner.state;
+            inner.state = State::Opening;
+            (
+                inner.cfg.clone(),
+                inner.state_cbs,
+                inner.pause_on_enable,
+                prev,
+            )
+        };
+        let fail = |status: NTSTATUS| {
+            let mut inner = lock(&self.inner);
+            inner.state = prev;
+            status
+        };
+        let offer = match self.resolve_target(&cfg) {
+            Ok(o) => o,
+            Err(status) => {
+                if let Some(f) = cfg.pnp_failure {
+                    // SAFETY: the driver registered `f` (VmbClientChannelInitSetTargetPnp) for
+                    // this channel; the channel handle is live.
+                    unsafe { f(self.handle as vmbus_kmcl::sys::VMBCHANNEL, status) };
+                }
+                return fail(status);
+            }
+        };
+        let device = match offer.take_device() {
+            Ok(d) => d,
+            Err(status) => return fail(status),
+        };
+        let rings = make_ring(cfg.outgoing_pages)
+            .and_then(|g| make_ring(cfg.incoming_pages).map(|h| (g, h)));
+        let Ok(((g2h_w, g2h_r), (h2g_w, h2g_r))) = rings else {
+            offer.return_device(device);
+            return fail(STATUS_INSUFFICIENT_RESOURCES);
+        };
+        let g2h_ring = Arc::clone(g2h_w.ring());
+        let h2g_ring = Arc::clone(h2g_w.ring());
+        {
+            let mut inner = lock(&self.inner);
+            inner.writer = Some(g2h_w);
+            inner.offer = Some(Arc::clone(&offer));
+            inner.suspended = true;
+            inner.quiescing = false;
+            inner.dpc_stop = false;
+            inner.delivery_enabled = false;
+            inner.incoming_failed = false;
+            inner.in_corrupt = false;
+            inner.out_corrupt = false;
+            inner.host_close_requested = false;
+            inner.host_close_notified = false;
+        }
+        {
+            let mut host = lock(&self.host);
+            *host = HostSide::default();
+            host.reader = Some(g2h_r);
+            host.writer = Some(h2g_w);
+        }
+        *lock(&self.guest_reader) = Some(h2g_r);
+        offer.attach(self, g2h_ring, h2g_ring);
+
+        let (opened_tx, opened_rx) = mpsc::channel();
+        let host_thread = {
+            let ch = Arc::clone(self);
+            let offer = Arc::clone(&offer);
+            thread::Builder::new()
+                .name(format!("vmbus-host-{:x}", self.handle))
+                .spawn(move || crate::host::host_main(&ch, device, &offer, &opened_tx))
+        };
+        let Ok(host_thread) = host_thread else {
+            self.reset_open_state();
+            return fail(STATUS_INSUFFICIENT_RESOURCES);
+        };
+        lock(&self.inner).threads.push(host_thread);
+        let open_status = opened_rx
+            .recv_timeout(self.bus.config.drain_timeout.saturating_mul(4))
+            .unwrap_or(STATUS_UNSUCCESSFUL);
+        if !nt_success(open_status) {
+            self.stop_host();
+            self.join_threads();
+            self.reset_open_state();
+            return fail(open_status);
+        }
+        let status = cbs.opened(self.handle);
+        if !nt_success(status) {
+            self.stop_host();
+            self.join_threads();
+            self.reset_open_state();
+            return fail(status);
+        }
+        {
+            let mut inner = lock(&self.inner);
+            inner.pause_on_enable = false;
+            inner.state = if pause_on_enable {
+                State::Paused
+            } else {
+                State::Running
+            };
+            inner.in_started = true;
+        }
+        if !pause_on_enable {
+            cbs.started(self.handle);
+        }
+        {
+            let mut inner = lock(&self.inner);
+            if !matches!(inner.state, State::Running | State::Paused) {
+                // The driver disabled the channel from EvtChannelStarted: it is closed already.
+                inner.in_started = false;
+                return STATUS_INVALID_DEVICE_STATE;
+            }
+        }
+        let spawned = self.spawn_callback_threads();
+        {
+            let mut inner = lock(&self.inner);
+            inner.in_started = false;
+            inner.delivery_enabled = true;
+            inner.suspended = pause_on_enable;
+        }
+        if let Err(status) = spawned {
+            // Could not start the callback threads: close again, silently.
+            {
+                let mut inner = lock(&self.inner);
+                inner.state = State::Closing;
+                inner.dpc_stop = true;
+            }
+            self.guest_event.signal();
+            self.passive_event.signal();
+            self.stop_host();
+            self.join_threads();
+            self.reset_open_state();
+            return fail(status);
+        }
+        self.guest_event.signal();
+        if !pause_on_enable {
+            cbs.post_started(self.handle);
+        }
+        STATUS_SUCCESS
+    }
+
+    fn spawn_callback_threads(self: &Arc<Self>) -> Result<(), NTSTATUS> {
+        let dpc = {
+            let ch = Arc::clone(self);
+            thread::Builder::new()
+                .name(format!("vmbus-dpc-{:x}", self.handle))
+                .spawn(move || crate::incoming::dpc_main(&ch))
+                .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?
+        };
+        let dpc_id = dpc.thread().id();
+        let passive = {
+            let ch = Arc::clone(self);
+            thread::Builder::new()
+                .name(format!("vmbus-passive-{:x}", self.handle))
+                .spawn(move || crate::incoming::passive_main(&ch))
+        };
+        let mut inner = lock(&self.inner);
+        inner.threads.push(dpc);
+        inner.callback_threads.push(dpc_id);
+        let passive = passive.map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
+        inner.callback_threads.push(passive.thread().id());
+        inner.threads.push(passive);
+        Ok(())
+    }
+
+    /// Asks the host thread to run `on_close` and exit.
+    pub(crate) fn stop_host(&self) {
+        lock(&self.host).commands.push_back(HostCommand::Close);
+        self.host_event.signal();
+    }
+
+    /// Joins every thread of the channel (none may be the caller).
+    pub(crate) fn join_threads(&self) {
+        let threads = core::mem::take(&mut lock(&self.inner).threads);
+        let me = thread::current().id();
+        for t in threads {
+            if t.thread().id() == me {
+                // Never join ourselves; the thread ends when its loop returns.
+                continue;
+            }
+            let _ = t.join();
+        }
+    }
+
+    /// Clears everything that only exists while the channel is open.
+    pub(crate) fn reset_open_state(&self) {
+        let (offer, dropped) = {
+            let mut inner = lock(&self.inner);
+            inner.writer = None;
+            inner.send_queue.clear();
+            inner.tx.clear();
+            inner.work.clear();
+            inner.passive.clear();
+            inner.redeliver.clear();
+            inner.held.clear();
+            inner.callback_threads.clear();
+            inner.delivery_enabled = false;
+            inner.quiescing = false;
+            inner.suspended = true;
+            inner.dpc_stop = false;
+            inner.in_started = false;
+            inner.host_close_requested = false;
+            let dropped: Vec<usize> = core::mem::take(&mut inner.incoming).into_iter().collect();
+            (inner.offer.take(), dropped)
+        };
+        for h in dropped {
+            drop(registry::retire(
+                h,
+                "force-released when its channel closed",
+            ));
+        }
+        *lock(&self.host) = HostSide::default();
+        *lock(&self.guest_reader) = None;
+        if let Some(offer) = offer {
+            offer.detach(self.handle);
+        }
+        self.cv.notify_all();
+    }
+
+    /// Waits until no packet callback runs and no re-delivery is queued (bounded).
+    fn wait_quiet<'a>(&'a self, inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        let timeout = self.bus.config.drain_timeout;
+        let (inner, _) = wait_until(&self.cv, inner, timeout, |i| {
+            i.in_callback == 0 && i.passive.is_empty() && i.redeliver.is_empty()
+        });
+        inner
+    }
+
+    /// Waits (bounded) until the driver completed every incoming packet; force-releases the
+    /// rest with a leak violation.
+    fn drain_incoming(&self, slot: &'static str) {
+        let timeout = self.bus.config.drain_timeout;
+        let leftover: Vec<usize> = {
+            let inner = lock(&self.inner);
+            let (mut inner, done) = wait_until(&self.cv, inner, timeout, |i| i.incoming.is_empty());
+            if done {
+                Vec::new()
+            } else {
+                core::mem::take(&mut inner.incoming).into_iter().collect()
+            }
+        };
+        if !leftover.is_empty() {
+            self.violation(
+                slot,
+                ViolationKind::Leak,
+                format!(
+                    "{} incoming packet(s) not completed within {:?} of the channel closing; \
+                     force-released",
+                    leftover.len(),
+                    timeout
+                ),
+            );
+            for h in leftover {
+                drop(registry::retire(
+                    h,
+                    "force-released when its channel closed",
+                ));
+            }
+        }
+    }
+
+    /// Moves every queued frame and open transaction to the callback thread's work queue with
+    /// `status` (synchronous waiters are woken directly).
+    pub(crate) fn cancel_outgoing(inner: &mut Inner, status: NTSTATUS) {
+        let queued: Vec<Frame> = inner.send_queue.drain(..).collect();
+        for f in queued {
+            f.cancel(inner, status);
+        }
+        let txs: Vec<(u64, Tx)> = inner.tx.drain().collect();
+        for (_, t) in txs {
+            match t {
+                Tx::Packet(p) => inner.work.push_back(Work::Complete {
+                    packet: p,
+                    status,
+                    response: Vec::new(),
+                }),
+                Tx::Sync(w) => SyncWait::fulfill(&w, status, Vec::new()),
+                Tx::Abandoned | Tx::Detached => {}
+            }
+        }
+    }
+
+    /// `VmbChannelDisable`.
+    pub(crate) fn disable(self: &Arc<Self>) {
+        const SLOT: &str = "VmbChannelDisable";
+        let mut inner = lock(&self.inner);
+        if Self::on_callback_thread(&inner) {
+            if inner.state == State::HostClosed {
+                // Disabling from the Closed callback of a rescind: the threads are joined at
+                // cleanup.
+                inner.state = State::Disabled;
+                return;
+            }
+            drop(inner);
+            self.violation(
+                SLOT,
+                ViolationKind::WouldDeadlock,
+                "VmbChannelDisable called from one of the channel's own callbacks",
+            );
+            return;
+        }
+        match inner.state {
+            State::Running | State::Paused => {}
+            State::HostClosed => {
+                inner.state = State::Closing;
+                drop(inner);
+                self.join_threads();
+                self.reset_open_state();
+                lock(&self.inner).state = State::Disabled;
+                return;
+            }
+            other => {
+                drop(inner);
+                self.violation(
+                    SLOT,
+                    ViolationKind::WrongState,
+                    format!("disable of a channel that is not enabled (state {other:?})"),
+                );
+                return;
+            }
+        }
+        let was_suspended = inner.suspended;
+        inner.quiescing = true;
+        self.guest_event.signal();
+        self.passive_event.signal();
+        let mut inner = self.wait_quiet(inner);
+        inner.state = State::Closing;
+        inner.suspended = true;
+        let cbs = inner.state_cbs;
+        drop(inner);
+        if !was_suspended {
+            cbs.suspend(self.handle);
+        }
+        self.drain_incoming(SLOT);
+        {
+            let mut inner = lock(&self.inner);
+            Self::cancel_outgoing(&mut inner, STATUS_CANCELLED);
+            inner.dpc_stop = true;
+        }
+        self.guest_event.signal();
+        self.passive_event.signal();
+        self.stop_host();
+        self.join_threads();
+        cbs.closed(self.handle);
+        self.reset_open_state();
+        lock(&self.inner).state = State::Disabled;
+    }
+
+    /// `VmbChannelPause`.
+    pub(crate) fn pause(self: &Arc<Self>) {
+        const SLOT: &str = "VmbChannelPause";
+        let mut inner = lock(&self.inner);
+        if Self::on_callback_thread(&inner) {
+            drop(inner);
+            self.violation(
+                SLOT,
+                ViolationKind::WouldDeadlock,
+                "VmbChannelPause called from one of the channel's own callbacks",
+            );
+            return;
+        }
+        match inner.state {
+            State::Initial | State::Disabled => {
+                inner.pause_on_enable = true;
+                return;
+            }
+            State::Running => {}
+            State::Paused | State::HostClosed => return,
+            State::Opening | State::Closing => {
+                drop(inner);
+                self.violation(
+                    SLOT,
+                    ViolationKind::WrongState,
+                    "pause while the channel is opening or closing",
+                );
+                return;
+            }
+        }
+        inner.quiescing = true;
+        self.guest_event.signal();
+        self.passive_event.signal();
+        let mut inner = self.wait_quiet(inner);
+        inner.suspended = true;
+        inner.state = State::Paused;
+        inner.quiescing = false;
+        let cbs = inner.state_cbs;
+        drop(inner);
+        cbs.suspend(self.handle);
+        self.drain_incoming(SLOT);
+        // Let outgoing transactions finish (the callback thread keeps reading completions while
+        // paused); cancel what is left after the drain timeout.
+        let timeout = self.bus.config.drain_timeout;
+        let inner = lock(&self.inner);
+        let (mut inner, done) = wait_until(&self.cv, inner, timeout, |i| {
+            i.send_queue.is_empty()
+                && i.work.is_empty()
+                && i.tx
+                    .values()
+                    .all(|t| matches!(t, Tx::Abandoned | Tx::Detached))
+        });
+        if !done {
+            Self::cancel_outgoing(&mut inner, STATUS_CANCELLED);
+            drop(inner);
+            self.guest_event.signal();
+        }
+    }
+
+    /// `VmbChannelStart`.
+    pub(crate) fn start(self: &Arc<Self>) {
+        let mut inner = lock(&self.inner);
+        match inner.state {
+            State::Initial | State::Disabled => inner.pause_on_enable = false,
+            State::Paused => {
+                inner.state = State::Running;
+                inner.suspended = false;
+                let cbs = inner.state_cbs;
+                drop(inner);
+                cbs.started(self.handle);
+                self.guest_event.signal();
+                cbs.post_started(self.handle);
+            }
+            _ => {}
+        }
+    }
+
+    /// Host-initiated close (rescind), run on the callback thread.
+    pub(crate) fn host_close(self: &Arc<Self>) {
+        let mut inner = lock(&self.inner);
+        inner.host_close_requested = false;
+        if !matches!(inner.state, State::Running | State::Paused) {
+            return;
+        }
+        let was_suspended = inner.suspended;
+        inner.quiescing = true;
+        inner.redeliver.clear();
+        self.passive_event.signal();
+        let timeout = self.bus.config.drain_timeout;
+        let (mut inner, _) = wait_until(&self.cv, inner, timeout, |i| {
+            i.in_callback == 0 && i.passive.is_empty()
+        });
+        inner.state = State::Closing;
+        inner.suspended = true;
+        let cbs = inner.state_cbs;
+        drop(inner);
+        if !was_suspended {
+            cbs.suspend(self.handle);
+        }
+        self.drain_incoming("host rescind");
+        {
+            let mut inner = lock(&self.inner);
+            Self::cancel_outgoing(&mut inner, STATUS_DEVICE_REMOVED);
+        }
+        crate::incoming::run_work(self);
+        self.stop_host();
+        {
+            let mut inner = lock(&self.inner);
+            inner.state = State::HostClosed;
+            inner.dpc_stop = true;
+        }
+        cbs.closed(self.handle);
+        lock(&self.inner).host_close_notified = true;
+        self.passive_event.signal();
+        self.cv.notify_all();
+    }
+
+    /// `VmbChannelCleanup`.
+    pub(crate) fn cleanup(self: &Arc<Self>) {
+        const SLOT: &str = "VmbChannelCleanup";
+        let state = {
+            let inner = lock(&self.inner);
+            if Self::on_callback_thread(&inner) && inner.state != State::Disabled {
+                drop(inner);
+                self.violation(
+                    SLOT,
+                    ViolationKind::WouldDeadlock,
+                    "VmbChannelCleanup called from one of the channel's own callbacks",
+                );
+                return;
+            }
+            inner.state
+        };
+        match state {
+            State::Running | State::Paused => {
+                self.violation(
+                    SLOT,
+                    ViolationKind::WrongState,
+                    "cleanup of an enabled channel (the emulator disabled it first)",
+                );
+                self.disable();
+            }
+            State::HostClosed => self.disable(),
+            State::Opening | State::Closing => {
+                self.violation(
+                    SLOT,
+                    ViolationKind::WrongState,
+                    "cleanup while the channel is opening or closing",
+                );
+                return;
+            }
+            State::Initial | State::Disabled => {}
+        }
+        // Threads left over from a disable issued on the callback thread.
+        self.join_threads();
+        self.reset_open_state();
+        let (gpadls, packets) = {
+            let mut inner = lock(&self.inner);
+            inner.cleaned = true;
+            (
+                core::mem::take(&mut inner.gpadls),
+                core::mem::take(&mut inner.packets),
+            )
+        };
+        if !gpadls.is_empty() {
+            self.violation(
+                SLOT,
+                ViolationKind::Leak,
+                format!(
+                    "{} GPADL(s) not deleted before VmbChannelCleanup: {:?}",
+                    gpadls.len(),
+                    gpadls.keys().collect::<Vec<_>>()
+                ),
+            );
+            for g in gpadls.values() {
+                g.revoke();
+            }
+        }
+        let leaked = packets.values().filter(|allocated| **allocated).count();
+        if leaked > 0 {
+            self.violation(
+                SLOT,
+                ViolationKind::Leak,
+                format!("{leaked} packet(s) not freed before VmbChannelCleanup"),
+            );
+        }
+        for h in packets.keys() {
+            drop(registry::retire(*h, "freed by VmbChannelCleanup"));
+        }
+        drop(registry::retire(self.handle, "cleaned up"));
+        self.bus.forget_channel(self);
+    }
+
+    /// Bus shutdown: stop everything without calling back into the driver.
+    pub(crate) fn force_teardown(&self) {
+        {
+            let mut inner = lock(&self.inner);
+            inner.state = State::Closing;
+            inner.suspended = true;
+            inner.quiescing = true;
+            inner.dpc_stop = true;
+            inner.send_queue.clear();
+            inner.tx.clear();
+            inner.work.clear();
+            inner.passive.clear();
+            inner.redeliver.clear();
+            inner.process_cbs = ProcessCallbacks::None;
+            inner.state_cbs = StateCallbacks::None;
+            for g in inner.gpadls.values() {
+                g.revoke();
+            }
+        }
+        self.guest_event.signal();
+        self.passive_event.signal();
+        self.stop_host();
+        self.join_threads();
+        self.reset_open_state();
+        let mut inner = lock(&self.inner);
+        inner.state = State::Disabled;
+        inner.gpadls.clear();
+        inner.packets.clear();
+        inner.cleaned = true;
+    }
+
+    /// Adds this channel's resources to a report.
+    pub(crate) fn add_to_report(&self, report: &mut VerifierReport) {
+        let inner = lock(&self.inner);
+        if inner.cleaned {
+            return;
+        }
+        report.live_channels += 1;
+        report.live_packets += inner.packets.values().filter(|a| **a).count();
+        report.live_packets += inner
+            .tx
+            .values()
+            .filter(|t| matches!(t, Tx::Packet(p) if !p.allocated))
+            .count();
+        report.live_gpadls += inner.gpadls.len();
+        report.uncompleted_incoming += inner.incoming.len();
+    }
+}

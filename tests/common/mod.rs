@@ -1,0 +1,201 @@
+//! Shared rig for the library's integration tests: an emulated bus with one echo offer, the
+//! safe interface queried from it, and a recording handler.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use vmbus_kmcl::sys::GUID;
+use vmbus_kmcl::{
+    Channel, ChannelHandler, Completion, IncomingPacket, KmclInterface, NtStatus, ParentDevice,
+};
+use vmbus_kmcl_sim::{
+    EchoControl, EchoVsp, InterfaceVersion as SimVersion, Offer, Vmbus, VmbusConfig,
+};
+
+/// The offer's interface type and instance.
+pub const ECHO_TYPE: GUID = GUID {
+    Data1: 0x1234_5678,
+    Data2: 0x9abc,
+    Data3: 0xdef0,
+    Data4: [1, 2, 3, 4, 5, 6, 7, 8],
+};
+pub const ECHO_INSTANCE: GUID = GUID {
+    Data1: 0x0bad_cafe,
+    Data2: 1,
+    Data3: 2,
+    Data4: [8, 7, 6, 5, 4, 3, 2, 1],
+};
+
+pub struct Rig {
+    pub interface: KmclInterface,
+    pub parent: ParentDevice,
+    pub echo: EchoControl,
+    pub offer: Offer,
+    pub bus: Vmbus,
+}
+
+pub fn rig(version: SimVersion) -> Rig {
+    let bus = Vmbus::new(VmbusConfig::new(version));
+    let (vsp, echo) = EchoVsp::new();
+    let offer = bus.offer(ECHO_TYPE, ECHO_INSTANCE, Box::new(vsp));
+    let interface = bus.kmcl_interface().expect("query the emulated interface");
+    let parent = offer.parent_device();
+    Rig {
+        interface,
+        parent,
+        echo,
+        offer,
+        bus,
+    }
+}
+
+/// Every emulated interface version, for tests that must hold on all of them.
+pub const ALL_VERSIONS: [SimVersion; 5] = SimVersion::ALL;
+
+/// Polls `condition` for up to 5 s.
+pub fn wait_until(condition: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    condition()
+}
+
+/// What a [`Recorder`] does with incoming packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// Complete with the same bytes reversed.
+    CompleteReversed,
+    /// Drop the packet (completes with no response).
+    Drop,
+    /// Defer to passive the first time it is seen, complete reversed on redelivery.
+    DeferOnce,
+    /// Fail it.
+    Fail,
+}
+
+/// Records every callback.
+pub struct Recorder {
+    pub incoming: Incoming,
+    pub opened: AtomicU32,
+    pub closed: AtomicU32,
+    pub suspended: AtomicU32,
+    pub started: AtomicU32,
+    pub post_started: AtomicU32,
+    pub received: Mutex<Vec<Vec<u8>>>,
+    pub deliveries: AtomicU32,
+    pub batches: AtomicU32,
+    pub completions: Mutex<Vec<(NtStatus, Vec<u8>, u64)>>,
+    pub completed: AtomicU64,
+    pub fail_open: Option<NtStatus>,
+}
+
+impl Recorder {
+    pub fn new(incoming: Incoming) -> Self {
+        Self {
+            incoming,
+            opened: AtomicU32::new(0),
+            closed: AtomicU32::new(0),
+            suspended: AtomicU32::new(0),
+            started: AtomicU32::new(0),
+            post_started: AtomicU32::new(0),
+            received: Mutex::new(Vec::new()),
+            deliveries: AtomicU32::new(0),
+            batches: AtomicU32::new(0),
+            completions: Mutex::new(Vec::new()),
+            completed: AtomicU64::new(0),
+            fail_open: None,
+        }
+    }
+}
+
+impl ChannelHandler for Recorder {
+    type PacketContext = u64;
+
+    fn opened(&self, _: &Channel<Self>) -> vmbus_kmcl::Result<()> {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        self.fail_open.map_or(Ok(()), Err)
+    }
+    fn closed(&self, _: &Channel<Self>) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+    fn suspend(&self, _: &Channel<Self>) {
+        self.suspended.fetch_add(1, Ordering::SeqCst);
+    }
+    fn started(&self, _: &Channel<Self>) {
+        self.started.fetch_add(1, Ordering::SeqCst);
+    }
+    fn post_started(&self, _: &Channel<Self>) {
+        self.post_started.fetch_add(1, Ordering::SeqCst);
+    }
+    fn process_packet(&self, _: &Channel<Self>, packet: IncomingPacket<'_>) {
+        let seen = self.deliveries.fetch_add(1, Ordering::SeqCst);
+        let data = packet.data().to_vec();
+        match self.incoming {
+            Incoming::CompleteReversed => {
+                let reply: Vec<u8> = data.iter().rev().copied().collect();
+                self.received.lock().unwrap().push(data);
+                packet.complete(&reply).unwrap();
+            }
+            Incoming::Drop => {
+                self.received.lock().unwrap().push(data);
+                drop(packet);
+            }
+            Incoming::DeferOnce if seen == 0 => packet.defer_to_passive(),
+            Incoming::DeferOnce => {
+                let reply: Vec<u8> = data.iter().rev().copied().collect();
+                self.received.lock().unwrap().push(data);
+                packet.complete(&reply).unwrap();
+            }
+            Incoming::Fail => {
+                self.received.lock().unwrap().push(data);
+                packet.fail();
+            }
+        }
+    }
+    fn processing_complete(&self, _: &Channel<Self>, _: u32) {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+    }
+    fn packet_completed(&self, _: &Channel<Self>, done: Completion<'_, u64>) {
+        self.completions
+            .lock()
+            .unwrap()
+            .push((done.status, done.response.to_vec(), done.context));
+        self.completed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// One 4 KiB page, page-aligned.
+#[derive(
+    Clone,
+    Copy,
+    zerocopy::IntoBytes,
+    zerocopy::FromBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C, align(4096))]
+pub struct Page([u8; 4096]);
+
+/// Whole, page-aligned pages: what a PFN list or a full-page GPADL must describe.
+pub struct Pages(Vec<Page>);
+
+impl Pages {
+    pub fn new(count: usize) -> Self {
+        Self(vec![Page([0; 4096]); count])
+    }
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        zerocopy::IntoBytes::as_mut_bytes(self.0.as_mut_slice())
+    }
+}

@@ -51,3 +51,11 @@ impl Drop for DriverScope {
         let _ = DEPTH.try_with(|d| d.set(saved));
     }
 }
+
+/// Runs `f` as emulator code: for test harnesses that drive the emulated host from a test
+/// thread (e.g. `EchoControl::send_unsolicited`) while a counting allocator is measuring the
+/// driver.
+pub fn as_emulator<R>(f: impl FnOnce() -> R) -> R {
+    let _emulator = EmulatorScope::enter();
+    f()
+}

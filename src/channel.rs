@@ -730,12 +730,17 @@ impl<H: ChannelHandler> Channel<H> {
         Ok(device)
     }
 
-    /// `VmbChannelAllocateBounceBuffer` (V3): grows the bounce buffer to `bytes`.
+    /// `VmbChannelAllocateBounceBuffer` (V3): grows the bounce buffer to `bytes`, a non-zero
+    /// multiple of 4096.
     ///
     /// # Errors
-    /// The KMCL status; `STATUS_NOT_SUPPORTED` before V3.
+    /// `STATUS_INVALID_PARAMETER_2` for 0 or a size that is not a page multiple (checked
+    /// before calling KMCL); `STATUS_NOT_SUPPORTED` before V3; the KMCL status.
     pub fn allocate_bounce_buffer(&self, bytes: u32) -> Result<()> {
         let f = slot(self.interface.raw().VmbChannelAllocateBounceBuffer)?;
+        if bytes == 0 || bytes % sys::KMCL_PAGE_SIZE != 0 {
+            return Err(NtStatus::INVALID_PARAMETER_2);
+        }
         // SAFETY: a live channel and a plain value.
         NtStatus(unsafe { f(self.handle, bytes) }).ok()
     }

@@ -838,3 +838,227 @@ fn channel_in_caller_storage_on_v5() {
     drop(rig.interface);
     rig.bus.assert_clean();
 }
+
+#[test]
+fn gpadl_from_an_mdl_window() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let channel = pin!(
+                Channel::new(
+                    &rig.interface,
+                    rig.parent,
+                    &config(),
+                    Recorder::new(Incoming::Drop)
+                )
+                .unwrap()
+            );
+            channel.as_ref().enable().unwrap();
+            let mut pages = common::Pages::new(2);
+            let mdl = vmbus_kmcl_sim::OwnedMdl::from_slice(pages.bytes_mut()).unwrap();
+            let mdl_ptr = std::ptr::NonNull::new(mdl.as_ptr()).unwrap();
+            // SAFETY: `mdl` and `pages` outlive the GPADL (dropped at the end of this block).
+            let gpadl =
+                unsafe { channel.create_gpadl_from_mdl(mdl_ptr, 0, 8192, GpadlFlags::empty()) }
+                    .unwrap();
+            let view = rig.offer.gpadl(gpadl.handle()).expect("mapped by the host");
+            assert_eq!(view.len(), 8192);
+            view.write(8000, b"end of page two").unwrap();
+            assert!(
+                gpadl.is_empty(),
+                "MDL GPADLs have no buffer view of their own"
+            );
+            drop(gpadl);
+            drop(mdl);
+            assert_eq!(&pages.bytes_mut()[8000..8015], b"end of page two");
+        }
+        drop(rig.interface);
+        rig.bus.assert_clean();
+    }
+}
+
+#[test]
+fn failed_packet_is_not_completed_and_channel_still_closes_cleanly() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let channel = pin!(
+                Channel::new(
+                    &rig.interface,
+                    rig.parent,
+                    &config(),
+                    Recorder::new(Incoming::Fail)
+                )
+                .unwrap()
+            );
+            channel.as_ref().enable().unwrap();
+            rig.echo.send_unsolicited(b"reject me");
+            let h = channel.handler();
+            assert!(wait_until(|| h.deliveries.load(Ordering::SeqCst) == 1));
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(
+                rig.echo.stats().unsolicited_completed,
+                0,
+                "a failed packet gets no completion"
+            );
+        }
+        drop(rig.interface);
+        rig.bus.assert_clean();
+    }
+}
+
+#[test]
+fn subchannel_opens_on_its_primary_v5() {
+    let rig = rig(SimVersion::V5);
+    let (sub_vsp, sub_echo) = vmbus_kmcl_sim::EchoVsp::new();
+    let _sub_offer = rig.bus.offer_subchannel(&rig.offer, 1, Box::new(sub_vsp));
+    {
+        let primary = pin!(
+            Channel::new(
+                &rig.interface,
+                rig.parent,
+                &config(),
+                Recorder::new(Incoming::Drop)
+            )
+            .unwrap()
+        );
+        primary.as_ref().enable().unwrap();
+        // SAFETY: the subchannel is dropped at the end of the inner block, before `primary`.
+        let bad = unsafe { config().primary_channel(&primary, 0) };
+        assert_eq!(
+            Channel::new(
+                &rig.interface,
+                rig.parent,
+                &bad,
+                Recorder::new(Incoming::Drop)
+            )
+            .err(),
+            Some(NtStatus::INVALID_PARAMETER_3)
+        );
+        {
+            // SAFETY: as above.
+            let sub_config = unsafe { config().primary_channel(&primary, 1) };
+            let sub = pin!(
+                Channel::new(
+                    &rig.interface,
+                    rig.parent,
+                    &sub_config,
+                    Recorder::new(Incoming::Drop)
+                )
+                .unwrap()
+            );
+            sub.as_ref().enable().unwrap();
+            sub.send(b"on the subchannel", SendFlags::WAIT_FOR_COMPLETION, 5)
+                .unwrap();
+            let h = sub.handler();
+            assert!(wait_until(|| h.completed.load(Ordering::SeqCst) == 1));
+            assert_eq!(
+                sub_echo.stats().packets,
+                1,
+                "the subchannel's own VSP got it"
+            );
+            assert_eq!(rig.echo.stats().packets, 0);
+        }
+    }
+    drop(rig.interface);
+    rig.bus.assert_clean();
+}
+
+#[test]
+fn incoming_processing_at_passive_still_delivers() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let cfg = config().incoming_processing_at_passive(true);
+            let channel = pin!(
+                Channel::new(
+                    &rig.interface,
+                    rig.parent,
+                    &cfg,
+                    Recorder::new(Incoming::CompleteReversed)
+                )
+                .unwrap()
+            );
+            channel.as_ref().enable().unwrap();
+            rig.echo.send_unsolicited(b"at passive");
+            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 1));
+            channel.set_incoming_processing_at_passive(false).unwrap();
+            rig.echo.send_unsolicited(b"at dispatch");
+            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 2));
+        }
+        drop(rig.interface);
+        rig.bus.assert_clean();
+    }
+}
+
+#[test]
+fn bounce_buffers_on_v3_and_later() {
+    for version in [SimVersion::V2, SimVersion::V3, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let cfg = if version >= SimVersion::V3 {
+                config().bounce_buffer_sizes(4096, 4096, 65536)
+            } else {
+                config()
+            };
+            let channel = pin!(
+                Channel::new(
+                    &rig.interface,
+                    rig.parent,
+                    &cfg,
+                    Recorder::new(Incoming::Drop)
+                )
+                .unwrap()
+            );
+            channel.as_ref().enable().unwrap();
+            if version >= SimVersion::V3 {
+                channel.allocate_bounce_buffer(8192).unwrap();
+                assert_eq!(
+                    channel.allocate_bounce_buffer(100),
+                    Err(NtStatus::INVALID_PARAMETER_2)
+                );
+            } else {
+                assert_eq!(
+                    channel.allocate_bounce_buffer(8192),
+                    Err(NtStatus::NOT_SUPPORTED)
+                );
+            }
+        }
+        drop(rig.interface);
+        rig.bus.assert_clean();
+    }
+}
+
+#[test]
+fn unknown_target_pnp_fails_enable_and_reports_pnp_failure() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let nowhere = vmbus_kmcl::sys::GUID {
+                Data1: 0xdead,
+                Data2: 0,
+                Data3: 0,
+                Data4: [0; 8],
+            };
+            let cfg = config().target_pnp(nowhere, None);
+            let channel = pin!(
+                Channel::new(
+                    &rig.interface,
+                    rig.parent,
+                    &cfg,
+                    Recorder::new(Incoming::Drop)
+                )
+                .unwrap()
+            );
+            let status = channel.as_ref().enable().unwrap_err();
+            assert_eq!(
+                channel.handler().pnp_failures.lock().unwrap().as_slice(),
+                &[status],
+                "{version:?}"
+            );
+            assert_eq!(rig.echo.stats().opens, 0);
+        }
+        drop(rig.interface);
+        rig.bus.assert_clean();
+    }
+}

@@ -322,6 +322,7 @@ impl Channel {
             Ok(o) => o,
             Err(status) => {
                 if let Some(f) = cfg.pnp_failure {
+                    let _driver = crate::scope::DriverScope::enter();
                     // SAFETY: the driver registered `f` (VmbClientChannelInitSetTargetPnp) for
                     // this channel; the channel handle is live.
                     unsafe { f(self.handle as vmbus_kmcl::sys::VMBCHANNEL, status) };

@@ -99,6 +99,7 @@ pub struct Recorder {
     pub completions: Mutex<Vec<(NtStatus, Vec<u8>, u64)>>,
     pub completed: AtomicU64,
     pub fail_open: Option<NtStatus>,
+    pub pnp_failures: Mutex<Vec<NtStatus>>,
 }
 
 impl Recorder {
@@ -116,6 +117,7 @@ impl Recorder {
             completions: Mutex::new(Vec::new()),
             completed: AtomicU64::new(0),
             fail_open: None,
+            pnp_failures: Mutex::new(Vec::new()),
         }
     }
 }
@@ -166,6 +168,9 @@ impl ChannelHandler for Recorder {
     }
     fn processing_complete(&self, _: &Channel<Self>, _: u32) {
         self.batches.fetch_add(1, Ordering::SeqCst);
+    }
+    fn pnp_failure(&self, _: &Channel<Self>, status: NtStatus) {
+        self.pnp_failures.lock().unwrap().push(status);
     }
     fn packet_completed(&self, _: &Channel<Self>, done: Completion<'_, u64>) {
         self.completions

@@ -216,8 +216,8 @@ impl ChannelConfig {
         }
         if let Some((initial, increment, maximum)) = self.bounce_buffer_sizes {
             let page = sys::KMCL_PAGE_SIZE;
-            check(initial % page == 0, NtStatus::INVALID_PARAMETER_2)?;
-            check(increment % page == 0, NtStatus::INVALID_PARAMETER_3)?;
+            check(initial.is_multiple_of(page), NtStatus::INVALID_PARAMETER_2)?;
+            check(increment.is_multiple_of(page), NtStatus::INVALID_PARAMETER_3)?;
             check(
                 maximum % page == 0 && maximum >= initial,
                 NtStatus::INVALID_PARAMETER_4,
@@ -738,7 +738,7 @@ impl<H: ChannelHandler> Channel<H> {
     /// before calling KMCL); `STATUS_NOT_SUPPORTED` before V3; the KMCL status.
     pub fn allocate_bounce_buffer(&self, bytes: u32) -> Result<()> {
         let f = slot(self.interface.raw().VmbChannelAllocateBounceBuffer)?;
-        if bytes == 0 || bytes % sys::KMCL_PAGE_SIZE != 0 {
+        if bytes == 0 || !bytes.is_multiple_of(sys::KMCL_PAGE_SIZE) {
             return Err(NtStatus::INVALID_PARAMETER_2);
         }
         // SAFETY: a live channel and a plain value.

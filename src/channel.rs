@@ -217,7 +217,10 @@ impl ChannelConfig {
         if let Some((initial, increment, maximum)) = self.bounce_buffer_sizes {
             let page = sys::KMCL_PAGE_SIZE;
             check(initial.is_multiple_of(page), NtStatus::INVALID_PARAMETER_2)?;
-            check(increment.is_multiple_of(page), NtStatus::INVALID_PARAMETER_3)?;
+            check(
+                increment.is_multiple_of(page),
+                NtStatus::INVALID_PARAMETER_3,
+            )?;
             check(
                 maximum % page == 0 && maximum >= initial,
                 NtStatus::INVALID_PARAMETER_4,

@@ -18,6 +18,18 @@ use crate::sys;
 /// type it cannot outlive either. While it lives, the opposite endpoint may write the buffer at
 /// any time: read and write it through [`read`](Self::read) / [`write`](Self::write), which
 /// copy without creating Rust references to shared memory.
+///
+/// A GPADL cannot outlive its buffer:
+///
+/// ```compile_fail,E0597
+/// # use vmbus_kmcl::{Channel, ChannelHandler, Gpadl, GpadlFlags};
+/// # struct H;
+/// # impl ChannelHandler for H { type PacketContext = (); }
+/// fn share<'c>(channel: &'c Channel<H>) -> Gpadl<'c, 'c, H> {
+///     let mut buffer = [0_u8; 4096];
+///     channel.create_gpadl(&mut buffer, GpadlFlags::empty()).unwrap()
+/// }
+/// ```
 pub struct Gpadl<'c, 'b, H: ChannelHandler> {
     channel: &'c Channel<H>,
     handle: u32,

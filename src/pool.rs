@@ -36,6 +36,18 @@ const BUSY: u32 = 1;
 /// unsent packet is dropped or its send fails. Dropping the pool while packets are still in
 /// flight disables the channel first (KMCL then completes them), so KMCL never holds storage
 /// the driver has taken back.
+///
+/// An unsent packet cannot outlive its pool:
+///
+/// ```compile_fail,E0597
+/// # use vmbus_kmcl::{Channel, ChannelHandler, OutgoingPacket, PoolWord};
+/// # struct H;
+/// # impl ChannelHandler for H { type PacketContext = (); }
+/// fn escape<'c>(channel: &'c Channel<H>, storage: &'c mut [PoolWord]) -> OutgoingPacket<'c, H> {
+///     let pool = channel.packet_pool(storage).unwrap();
+///     pool.allocate().unwrap()
+/// }
+/// ```
 pub struct PacketPool<'c, 's, H: ChannelHandler> {
     channel: &'c Channel<H>,
     base: NonNull<u8>,
@@ -102,14 +114,15 @@ impl<'c, H: ChannelHandler> PacketPool<'c, '_, H> {
             .count()
     }
 
-    /// A packet in a free slot (`VmbPacketInitialize`). Allocation-free.
+    /// A packet in a free slot (`VmbPacketInitialize`). Allocation-free. The packet borrows the
+    /// pool, so an unsent packet cannot outlive the storage its slot lives in.
     ///
     /// # Errors
     /// `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled;
     /// `STATUS_INSUFFICIENT_RESOURCES` when every slot is in use; the KMCL status.
     ///
     /// IRQL: ≤ DISPATCH_LEVEL.
-    pub fn allocate(&self) -> Result<OutgoingPacket<'c, H>> {
+    pub fn allocate(&self) -> Result<OutgoingPacket<'_, H>> {
         self.channel.require_enabled()?;
         let initialize = slot(self.channel.interface().raw().VmbPacketInitialize)?;
         for index in 0..self.count {

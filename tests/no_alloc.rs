@@ -3,7 +3,8 @@
 //!
 //! The emulator (test infrastructure) allocates freely; `vmbus_kmcl_sim::scope` tells the
 //! allocator which code is running, so only allocations made by the library and the driver's
-//! handler are counted: the test thread's driver code and every callback the emulator makes. This file holds a single test so nothing else runs while measuring.
+//! handler are counted: the test thread's driver code and every callback the emulator makes.
+//! This file holds a single test so nothing else runs while measuring.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,9 +14,8 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{rig, wait_until};
 use vmbus_kmcl::{
@@ -23,30 +23,15 @@ use vmbus_kmcl::{
     SendFlags,
 };
 use vmbus_kmcl_sim::InterfaceVersion as SimVersion;
-use vmbus_kmcl_sim::scope::{as_driver, as_emulator, in_driver};
-
-struct Counting;
-
-static MEASURING: AtomicBool = AtomicBool::new(false);
-static DRIVER_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if MEASURING.load(Ordering::Relaxed) && in_driver() {
-            DRIVER_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's layout, passed through.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's pointer and layout, passed through.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use vmbus_kmcl_sim::scope::{DriverAllocations, as_emulator};
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: DriverAllocations = DriverAllocations::new();
+
+/// Driver allocations while `f` runs as driver code (and callbacks run on emulator threads).
+fn measure(f: impl FnOnce()) -> u64 {
+    ALLOCATOR.measure(f)
+}
 
 /// A handler that counts and echoes without allocating.
 struct Quiet {
@@ -65,16 +50,6 @@ impl ChannelHandler for Quiet {
         assert!(done.status.is_success() && done.response.len() >= 8);
         self.completed.fetch_add(1, Ordering::SeqCst);
     }
-}
-
-/// Counts driver allocations while `f` runs as driver code on this thread (and while driver
-/// callbacks run on the emulator's threads).
-fn measure(f: impl FnOnce()) -> u64 {
-    DRIVER_ALLOCATIONS.store(0, Ordering::SeqCst);
-    MEASURING.store(true, Ordering::SeqCst);
-    as_driver(f);
-    MEASURING.store(false, Ordering::SeqCst);
-    DRIVER_ALLOCATIONS.load(Ordering::SeqCst)
 }
 
 #[test]

@@ -85,3 +85,66 @@ pub fn as_driver<R>(f: impl FnOnce() -> R) -> R {
     let _driver = DriverScope::enter();
     f()
 }
+
+/// A global allocator for tests that counts heap allocations made by driver code (see
+/// [`in_driver`]) while [`measure`](Self::measure) runs, and forwards everything to the system
+/// allocator.
+///
+/// ```ignore
+/// #[global_allocator]
+/// static ALLOCATOR: DriverAllocations = DriverAllocations::new();
+/// assert_eq!(ALLOCATOR.measure(|| { /* driver code */ }), 0);
+/// ```
+#[derive(Debug)]
+pub struct DriverAllocations {
+    measuring: core::sync::atomic::AtomicBool,
+    count: core::sync::atomic::AtomicU64,
+}
+
+impl DriverAllocations {
+    /// A counter that is not measuring.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            measuring: core::sync::atomic::AtomicBool::new(false),
+            count: core::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `f` as driver code on this thread ([`as_driver`]) and returns how many heap
+    /// allocations driver code made meanwhile, on this thread and in every driver callback the
+    /// emulator ran. Measure one thing at a time: allocations by other driver code running
+    /// concurrently (another test) would be counted too.
+    pub fn measure(&self, f: impl FnOnce()) -> u64 {
+        use core::sync::atomic::Ordering;
+        self.count.store(0, Ordering::SeqCst);
+        self.measuring.store(true, Ordering::SeqCst);
+        as_driver(f);
+        self.measuring.store(false, Ordering::SeqCst);
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+impl Default for DriverAllocations {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; counting touches only
+// atomics and allocation-free thread locals.
+unsafe impl std::alloc::GlobalAlloc for DriverAllocations {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use core::sync::atomic::Ordering;
+        if self.measuring.load(Ordering::Relaxed) && in_driver() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's layout, passed through.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's pointer and layout, passed through.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}

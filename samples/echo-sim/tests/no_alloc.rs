@@ -11,46 +11,20 @@
 //! (this test thread's session calls and every callback into the handler). One test in this
 //! file, so nothing else runs while measuring.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use vmbus_echo::client::{EchoConfig, Session};
 use vmbus_echo::protocol;
 use vmbus_echo_sim::{HostConfig, Rig};
 use vmbus_kmcl_sim::InterfaceVersion;
-use vmbus_kmcl_sim::scope::{as_driver, in_driver};
-
-struct Counting;
-
-static MEASURING: AtomicBool = AtomicBool::new(false);
-static DRIVER_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if MEASURING.load(Ordering::Relaxed) && in_driver() {
-            DRIVER_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's layout, passed through.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's pointer and layout, passed through.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use vmbus_kmcl_sim::scope::DriverAllocations;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: DriverAllocations = DriverAllocations::new();
 
 /// Driver allocations while `f` runs as driver code (and callbacks run on emulator threads).
 fn measure(f: impl FnOnce()) -> u64 {
-    DRIVER_ALLOCATIONS.store(0, Ordering::SeqCst);
-    MEASURING.store(true, Ordering::SeqCst);
-    as_driver(f);
-    MEASURING.store(false, Ordering::SeqCst);
-    DRIVER_ALLOCATIONS.load(Ordering::SeqCst)
+    ALLOCATOR.measure(f)
 }
 
 #[test]

@@ -32,8 +32,7 @@ fn negotiates_the_bus_version() {
     for version in ALL_VERSIONS {
         let rig = rig(version);
         assert_eq!(rig.interface.version() as u16, version.number());
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -75,8 +74,7 @@ fn lifecycle_callbacks_on_every_version() {
             assert_eq!(channel.pause(), Err(NtStatus::INVALID_DEVICE_STATE));
         }
         assert_eq!(rig.echo.stats().opens, 1);
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -95,8 +93,7 @@ fn opened_error_fails_enable_and_leaks_nothing() {
             );
             assert!(!channel.is_enabled());
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -105,16 +102,7 @@ fn pings_complete_with_context_and_echoed_bytes() {
     for version in ALL_VERSIONS {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             for i in 0..200_u64 {
                 let payload = i.to_le_bytes();
                 channel
@@ -144,8 +132,7 @@ fn pings_complete_with_context_and_echoed_bytes() {
             }
         }
         assert_eq!(rig.echo.stats().completions_sent, 200);
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -154,16 +141,7 @@ fn sends_without_completion_still_free_their_packet() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             for _ in 0..50 {
                 channel
                     .send(b"fire-and-forget!", SendFlags::empty(), 7)
@@ -183,8 +161,7 @@ fn sends_without_completion_still_free_their_packet() {
                     .all(|c| c.1.is_empty() && c.2 == 7)
             );
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -193,16 +170,7 @@ fn oversized_send_fails_and_frees_the_packet() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             let big = vec![0_u8; 64 * 1024];
             assert!(
                 channel
@@ -213,8 +181,7 @@ fn oversized_send_fails_and_frees_the_packet() {
             drop(unsent);
             assert_eq!(channel.handler().completed.load(Ordering::SeqCst), 0);
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -264,8 +231,7 @@ fn host_packets_are_received_and_completed() {
                 "processing-complete runs per batch"
             );
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -274,16 +240,7 @@ fn synchronous_request_returns_the_response() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             let mut response = [0_u8; 32];
             let n = channel
                 .send_synchronous(
@@ -314,8 +271,7 @@ fn synchronous_request_returns_the_response() {
             );
             rig.offer.stall(false);
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -324,16 +280,7 @@ fn gpadl_is_shared_with_the_host_and_deleted_on_drop() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             let mut buffer = vec![0_u8; 3 * 4096 + 100];
             let handle;
             {
@@ -367,8 +314,7 @@ fn gpadl_is_shared_with_the_host_and_deleted_on_drop() {
                 .unwrap();
             assert!(rig.offer.gpadl(read_only.handle()).unwrap().is_read_only());
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -381,16 +327,7 @@ fn gpadl_from_pfns_needs_v4() {
     for version in [SimVersion::V3, SimVersion::V4] {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             let mut pages = common::Pages::new(3);
             let mdl = vmbus_kmcl_sim::OwnedMdl::from_slice(pages.bytes_mut()).unwrap();
             let pfns = mdl.pfns();
@@ -403,8 +340,7 @@ fn gpadl_from_pfns_needs_v4() {
                 assert_eq!(gpadl.unwrap_err(), NtStatus::NOT_SUPPORTED);
             }
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -413,16 +349,7 @@ fn packet_pool_sends_without_kmcl_allocation() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             let words = PacketPool::words_needed(&channel, 4).unwrap();
             let mut storage = vec![PoolWord::ZERO; words];
             let pool = channel.packet_pool(&mut storage).unwrap();
@@ -454,8 +381,7 @@ fn packet_pool_sends_without_kmcl_allocation() {
             drop(held);
             assert_eq!(pool.in_use(), 0, "unsent packets release their slot");
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -465,16 +391,7 @@ fn channel_settings_follow_the_interface_version() {
         let rig = rig(version);
         let v = rig.interface.version();
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             assert_eq!(channel.interface_instance().unwrap(), ECHO_INSTANCE);
             assert_eq!(channel.mmio_space().unwrap(), (0, 0));
             let first = channel.set_interrupt_latency(250).unwrap();
@@ -514,8 +431,7 @@ fn channel_settings_follow_the_interface_version() {
                 );
             }
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -544,16 +460,7 @@ fn init_setters_apply_and_reject_bad_values_without_leaks() {
             full = full.target_processor(0);
         }
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &full,
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&full, Recorder::new(Incoming::Drop));
             channel
                 .send(b"configured", SendFlags::WAIT_FOR_COMPLETION, 1)
                 .unwrap();
@@ -584,8 +491,7 @@ fn init_setters_apply_and_reject_bad_values_without_leaks() {
             );
             assert_eq!(result.err(), Some(NtStatus::NOT_SUPPORTED));
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -620,8 +526,7 @@ fn client_context_is_per_packet_on_v2_and_later() {
                 assert_eq!(results, vec![Err(NtStatus::NOT_SUPPORTED)]);
             }
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -685,8 +590,7 @@ fn external_data_arrives_as_an_mdl_chain_and_pending_redelivers() {
             assert!(got.1.iter().all(|&b| b == 0x5A));
             assert_eq!(h.1.load(Ordering::SeqCst), if defer { 2 } else { 1 });
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -696,16 +600,7 @@ fn mdl_and_pfn_sends_reach_the_host_as_gpa_direct() {
         let rig = rig(version);
         {
             let cfg = config().maximum_external_data(1 << 20, 4);
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &cfg,
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&cfg, Recorder::new(Incoming::Drop));
             let mut data = common::Pages::new(3);
             data.bytes_mut().fill(3);
             let mdl =
@@ -759,8 +654,7 @@ fn mdl_and_pfn_sends_reach_the_host_as_gpa_direct() {
                 10_000 + 5000 + pfns.len() as u64 * 4096
             );
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -769,16 +663,7 @@ fn rescind_reports_closed_and_fails_later_sends() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             rig.offer.rescind();
             let h = channel.handler();
             assert!(
@@ -791,8 +676,7 @@ fn rescind_reports_closed_and_fails_later_sends() {
                     .is_err()
             );
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -835,8 +719,7 @@ fn channel_in_caller_storage_on_v5() {
         let h = channel.handler();
         assert!(wait_until(|| h.completed.load(Ordering::SeqCst) == 1));
     }
-    drop(rig.interface);
-    rig.bus.assert_clean();
+    rig.finish();
 }
 
 #[test]
@@ -844,16 +727,7 @@ fn gpadl_from_an_mdl_window() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             let mut pages = common::Pages::new(2);
             let mdl = vmbus_kmcl_sim::OwnedMdl::from_slice(pages.bytes_mut()).unwrap();
             let mdl_ptr = std::ptr::NonNull::new(mdl.as_ptr()).unwrap();
@@ -872,8 +746,7 @@ fn gpadl_from_an_mdl_window() {
             drop(mdl);
             assert_eq!(&pages.bytes_mut()[8000..8015], b"end of page two");
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -882,16 +755,7 @@ fn failed_packet_is_not_completed_and_channel_still_closes_cleanly() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Fail)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Fail));
             rig.echo.send_unsolicited(b"reject me");
             let h = channel.handler();
             assert!(wait_until(|| h.deliveries.load(Ordering::SeqCst) == 1));
@@ -902,8 +766,7 @@ fn failed_packet_is_not_completed_and_channel_still_closes_cleanly() {
                 "a failed packet gets no completion"
             );
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -913,16 +776,7 @@ fn subchannel_opens_on_its_primary_v5() {
     let (sub_vsp, sub_echo) = vmbus_kmcl_sim::EchoVsp::new();
     let _sub_offer = rig.bus.offer_subchannel(&rig.offer, 1, Box::new(sub_vsp));
     {
-        let primary = pin!(
-            Channel::new(
-                &rig.interface,
-                rig.parent,
-                &config(),
-                Recorder::new(Incoming::Drop)
-            )
-            .unwrap()
-        );
-        primary.as_ref().enable().unwrap();
+        let primary = rig.open(&config(), Recorder::new(Incoming::Drop));
         // SAFETY: the subchannel is dropped at the end of the inner block, before `primary`.
         let bad = unsafe { config().primary_channel(&primary, 0) };
         assert_eq!(
@@ -938,16 +792,7 @@ fn subchannel_opens_on_its_primary_v5() {
         {
             // SAFETY: as above.
             let sub_config = unsafe { config().primary_channel(&primary, 1) };
-            let sub = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &sub_config,
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            sub.as_ref().enable().unwrap();
+            let sub = rig.open(&sub_config, Recorder::new(Incoming::Drop));
             sub.send(b"on the subchannel", SendFlags::WAIT_FOR_COMPLETION, 5)
                 .unwrap();
             let h = sub.handler();
@@ -960,8 +805,7 @@ fn subchannel_opens_on_its_primary_v5() {
             assert_eq!(rig.echo.stats().packets, 0);
         }
     }
-    drop(rig.interface);
-    rig.bus.assert_clean();
+    rig.finish();
 }
 
 #[test]
@@ -970,24 +814,14 @@ fn incoming_processing_at_passive_still_delivers() {
         let rig = rig(version);
         {
             let cfg = config().incoming_processing_at_passive(true);
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &cfg,
-                    Recorder::new(Incoming::CompleteReversed)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&cfg, Recorder::new(Incoming::CompleteReversed));
             rig.echo.send_unsolicited(b"at passive");
             assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 1));
             channel.set_incoming_processing_at_passive(false).unwrap();
             rig.echo.send_unsolicited(b"at dispatch");
             assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 2));
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -1001,16 +835,7 @@ fn bounce_buffers_on_v3_and_later() {
             } else {
                 config()
             };
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &cfg,
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&cfg, Recorder::new(Incoming::Drop));
             if version >= SimVersion::V3 {
                 channel.allocate_bounce_buffer(8192).unwrap();
                 assert_eq!(
@@ -1024,8 +849,7 @@ fn bounce_buffers_on_v3_and_later() {
                 );
             }
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }
 
@@ -1058,7 +882,6 @@ fn unknown_target_pnp_fails_enable_and_reports_pnp_failure() {
             );
             assert_eq!(rig.echo.stats().opens, 0);
         }
-        drop(rig.interface);
-        rig.bus.assert_clean();
+        rig.finish();
     }
 }

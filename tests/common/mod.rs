@@ -57,6 +57,28 @@ pub fn rig(version: SimVersion) -> Rig {
     }
 }
 
+impl Rig {
+    /// A channel on the echo offer, enabled.
+    pub fn open<H: ChannelHandler>(
+        &self,
+        config: &vmbus_kmcl::ChannelConfig,
+        handler: H,
+    ) -> std::pin::Pin<Box<Channel<H>>> {
+        let channel = Box::pin(
+            Channel::new(&self.interface, self.parent, config, handler).expect("Channel::new"),
+        );
+        channel.as_ref().enable().expect("enable");
+        channel
+    }
+
+    /// Releases the interface and asserts the emulator's verifier is clean: no leak, no
+    /// violation.
+    pub fn finish(self) {
+        drop(self.interface);
+        self.bus.assert_clean();
+    }
+}
+
 /// Every emulated interface version, for tests that must hold on all of them.
 pub const ALL_VERSIONS: [SimVersion; 5] = SimVersion::ALL;
 

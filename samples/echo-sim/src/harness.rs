@@ -63,15 +63,13 @@ impl Rig {
     /// # Errors
     /// The query's status (e.g. an injected fault).
     pub fn interface(&self) -> Result<KmclInterface, NtStatus> {
-        query_interface(&self.bus)
+        self.bus.kmcl_interface()
     }
 
     /// The offer's device object, as the parent of the driver's channel.
     #[must_use]
     pub fn parent(&self) -> ParentDevice {
-        // SAFETY: the emulator's device object of this offer, valid while the bus lives, which
-        // outlives every channel a test or the harness creates on it.
-        unsafe { ParentDevice::from_raw(self.offer.device_object().cast()) }
+        self.offer.parent_device()
     }
 
     /// Queries the interface and creates the echo channel (not yet open).
@@ -85,17 +83,6 @@ impl Rig {
         let interface = self.interface()?;
         client::create_channel(&interface, self.parent(), config, StdPlatform::new())
     }
-}
-
-/// `KmclInterface::query_with` over `Vmbus::query_interface`.
-fn query_interface(bus: &Vmbus) -> Result<KmclInterface, NtStatus> {
-    let query = |interface, size, version| {
-        // SAFETY: `interface` is `query_with`'s buffer of `size` writable bytes.
-        NtStatus(unsafe { bus.query_interface(interface, size, version) })
-    };
-    // SAFETY: `Vmbus::query_interface` writes at most `size` bytes of the buffer it is given
-    // and takes one reference on success, which is the contract of `query_with`.
-    unsafe { KmclInterface::query_with(query) }
 }
 
 /// Which paths [`run`] exercises.
@@ -291,11 +278,8 @@ pub fn run(options: &Options) -> Report {
         offer,
         host: control,
     } = Rig::new(options.interface_version, host);
-    let rig_parent = {
-        // SAFETY: as in `Rig::parent`: the offer's device object outlives the channel below.
-        unsafe { ParentDevice::from_raw(offer.device_object().cast()) }
-    };
-    let interface = query_interface(&bus);
+    let rig_parent = offer.parent_device();
+    let interface = bus.kmcl_interface();
     match interface {
         Ok(interface) => {
             report.kmcl_version = Some(interface.version());

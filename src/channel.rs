@@ -1,5 +1,9 @@
 //! [`Channel`]: one KMCL channel (`VmbChannelAllocate` … `VmbChannelCleanup`), its init-time
 //! [`ChannelConfig`], lifecycle (enable, pause, start, disable) and channel-wide settings.
+//!
+//! IRQL: the KMCL header annotates only `VmbChannelAllocate` (PASSIVE_LEVEL), the synchronous
+//! request and the callbacks, and Microsoft's pages leave `req.irql` empty. Each method says
+//! what is known; where nothing is documented it says so, and PASSIVE_LEVEL is always safe.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -33,6 +37,8 @@ impl ParentDevice {
     }
 
     /// The raw device object.
+    ///
+    /// IRQL: any.
     #[must_use]
     pub const fn as_raw(self) -> sys::PDEVICE_OBJECT {
         self.0
@@ -316,6 +322,8 @@ impl<H: ChannelHandler> Channel<H> {
     /// # Safety
     /// `storage` points to `storage_len` writable bytes, aligned for a pointer, that stay valid
     /// and unused by anything else until the returned channel has been dropped.
+    ///
+    /// IRQL: PASSIVE_LEVEL.
     pub unsafe fn new_in_storage(
         interface: &KmclInterface,
         parent: ParentDevice,
@@ -554,6 +562,8 @@ impl<H: ChannelHandler> Channel<H> {
     }
 
     /// True between a successful [`enable`](Self::enable) and [`disable`](Self::disable).
+    ///
+    /// IRQL: any.
     #[must_use]
     pub fn is_enabled(&self) -> bool {
         self.state.load(Ordering::Acquire) == ENABLED
@@ -594,12 +604,16 @@ impl<H: ChannelHandler> Channel<H> {
     }
 
     /// The driver's handler.
+    ///
+    /// IRQL: any.
     #[must_use]
     pub fn handler(&self) -> &H {
         &self.handler
     }
 
     /// The interface this channel was made from.
+    ///
+    /// IRQL: any.
     #[must_use]
     pub fn interface(&self) -> &KmclInterface {
         &self.interface
@@ -632,6 +646,8 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Errors
     /// `STATUS_NOT_SUPPORTED` if the slot is missing.
+    ///
+    /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn set_transaction_quota(&self, quota: u32) -> Result<()> {
         let f = slot(self.interface.raw().VmbChannelSetTransactionQuota)?;
         // SAFETY: a live channel and a plain value.
@@ -644,6 +660,8 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Errors
     /// The KMCL status.
+    ///
+    /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn set_interrupt_latency(&self, microseconds: u16) -> Result<u16> {
         let f = slot(self.interface.raw().VmbChannelSetInterruptLatency)?;
         let mut original = 0_u16;
@@ -657,6 +675,8 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Errors
     /// `STATUS_NOT_SUPPORTED` if the slot is missing.
+    ///
+    /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn set_incoming_processing_at_passive(&self, at_passive: bool) -> Result<()> {
         let f = slot(
             self.interface
@@ -673,6 +693,8 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Errors
     /// `STATUS_INVALID_PARAMETER_2` outside 1..=100; `STATUS_NOT_SUPPORTED` before V5.
+    ///
+    /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn set_allowable_dpc_cpu_usage(&self, percent: u8) -> Result<()> {
         let f = slot(self.interface.raw().VmbChannelSetAllowableDpcCpuUsage)?;
         if !(sys::KMCL_DPC_CPU_USAGE_MIN..=sys::KMCL_DPC_CPU_USAGE_MAX).contains(&percent) {
@@ -687,6 +709,8 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Errors
     /// `STATUS_NOT_SUPPORTED` if the slot is missing.
+    ///
+    /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn interface_instance(&self) -> Result<sys::GUID> {
         let f = slot(self.interface.raw().VmbChannelGetInterfaceInstance)?;
         let mut guid = core::mem::MaybeUninit::<sys::GUID>::zeroed();
@@ -701,6 +725,8 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Errors
     /// `STATUS_NOT_SUPPORTED` if the slot is missing.
+    ///
+    /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn mmio_space(&self) -> Result<(u64, u64)> {
         let f = slot(self.interface.raw().VmbChannelGetMmioSpace)?;
         let (mut address, mut size) = (0_u64, 0_u64);
@@ -713,6 +739,8 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Errors
     /// `STATUS_NOT_SUPPORTED` before V2.
+    ///
+    /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn target_device_object(&self) -> Result<sys::PDEVICE_OBJECT> {
         let f = slot(self.interface.raw().VmbChannelGetTargetDeviceObject)?;
         let mut device = ptr::null_mut();
@@ -725,6 +753,8 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Errors
     /// `STATUS_NOT_SUPPORTED` before V2.
+    ///
+    /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn parent_device_object(&self) -> Result<sys::PDEVICE_OBJECT> {
         let f = slot(self.interface.raw().VmbChannelGetParentDeviceObject)?;
         let mut device = ptr::null_mut();
@@ -739,6 +769,8 @@ impl<H: ChannelHandler> Channel<H> {
     /// # Errors
     /// `STATUS_INVALID_PARAMETER_2` for 0 or a size that is not a page multiple (checked
     /// before calling KMCL); `STATUS_NOT_SUPPORTED` before V3; the KMCL status.
+    ///
+    /// IRQL: PASSIVE_LEVEL (allocates memory).
     pub fn allocate_bounce_buffer(&self, bytes: u32) -> Result<()> {
         let f = slot(self.interface.raw().VmbChannelAllocateBounceBuffer)?;
         if bytes == 0 || !bytes.is_multiple_of(sys::KMCL_PAGE_SIZE) {
@@ -752,6 +784,8 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Errors
     /// `STATUS_NOT_SUPPORTED` if the slot is missing.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL.
     pub fn packet_storage_size(&self) -> Result<u32> {
         let f = slot(self.interface.raw().VmbChannelSizeofPacket)?;
         // SAFETY: a live channel.
@@ -763,6 +797,8 @@ impl<H: ChannelHandler> Channel<H> {
 ///
 /// # Errors
 /// `STATUS_NOT_SUPPORTED` before V5.
+///
+/// IRQL: any.
 pub fn channel_storage_size(interface: &KmclInterface) -> Result<u32> {
     let f = slot(interface.raw().VmbSizeofChannel)?;
     // SAFETY: takes no arguments.

@@ -86,6 +86,8 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Safety
     /// The MDL and its pages stay valid and locked until the returned GPADL is dropped.
+    ///
+    /// IRQL: PASSIVE_LEVEL.
     pub unsafe fn create_gpadl_from_mdl(
         &self,
         mdl: NonNull<sys::MDL>,
@@ -123,6 +125,8 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Safety
     /// The pages stay valid and allocated to the driver until the returned GPADL is dropped.
+    ///
+    /// IRQL: PASSIVE_LEVEL.
     pub unsafe fn create_gpadl_from_pfns(
         &self,
         pfns: &[sys::PFN_NUMBER],
@@ -157,6 +161,8 @@ impl<H: ChannelHandler> Channel<H> {
 
 impl<H: ChannelHandler> Gpadl<'_, '_, H> {
     /// The GPADL handle to send to the opposite endpoint.
+    ///
+    /// IRQL: any.
     #[must_use]
     pub fn handle(&self) -> u32 {
         self.handle
@@ -179,6 +185,8 @@ impl<H: ChannelHandler> Gpadl<'_, '_, H> {
     ///
     /// # Errors
     /// `STATUS_INVALID_PARAMETER` when the range is outside the buffer (or there is none).
+    ///
+    /// IRQL: any (the buffer is locked); ≤ DISPATCH_LEVEL for nonpaged buffers.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         let source = self.range(offset, out.len())?;
         // SAFETY: `range` checked the bytes lie in the borrowed buffer; `out` is a distinct
@@ -191,6 +199,8 @@ impl<H: ChannelHandler> Gpadl<'_, '_, H> {
     ///
     /// # Errors
     /// `STATUS_INVALID_PARAMETER` when the range is outside the buffer (or there is none).
+    ///
+    /// IRQL: any (the buffer is locked); ≤ DISPATCH_LEVEL for nonpaged buffers.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         let target = self.range(offset, data.len())?;
         // SAFETY: as in `read`, with the roles swapped; the buffer is borrowed mutably.

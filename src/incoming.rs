@@ -68,18 +68,24 @@ impl<'a> IncomingPacket<'a> {
 
     /// The in-band bytes. The ring does not record the sender's unpadded length, so a device
     /// protocol carries its own length where it matters.
+    ///
+    /// IRQL: the callback's (≤ DISPATCH_LEVEL).
     #[must_use]
     pub fn data(&self) -> &'a [u8] {
         self.data
     }
 
     /// The `Flags` KMCL passed (`EXTERNAL_DATA` when the packet carries external data).
+    ///
+    /// IRQL: the callback's.
     #[must_use]
     pub fn flags(&self) -> ProcessPacketFlags {
         self.flags
     }
 
     /// The raw `VMBPACKETCOMPLETION`.
+    ///
+    /// IRQL: the callback's.
     #[must_use]
     pub fn as_raw(&self) -> sys::VMBPACKETCOMPLETION {
         self.completion
@@ -91,6 +97,8 @@ impl<'a> IncomingPacket<'a> {
     /// The KMCL status (e.g. `STATUS_INVALID_PARAMETER` when the packet has none).
     /// `STATUS_PENDING` is not an error: it is [`ExternalData::Pending`], after which this
     /// packet is not completed (KMCL delivers it again).
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (in the callback).
     pub fn external_data(&mut self, flags: ExternalDataFlags) -> Result<ExternalData<'_>> {
         let get = slot(self.interface.raw().VmbChannelPacketGetExternalData)?;
         let mut mdl: sys::PMDL = core::ptr::null_mut();
@@ -120,6 +128,8 @@ impl<'a> IncomingPacket<'a> {
     ///
     /// # Errors
     /// `STATUS_NOT_SUPPORTED` before V2 or when no context size was configured.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (in the callback).
     pub fn client_context(&mut self) -> Result<&mut [u8]> {
         let get = slot(self.interface.raw().VmbChannelPacketGetClientContext)?;
         if self.client_context_size == 0 {
@@ -143,6 +153,8 @@ impl<'a> IncomingPacket<'a> {
     /// # Errors
     /// `STATUS_INVALID_PARAMETER` for a response over 4 GiB (the packet is then completed
     /// with no response).
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL.
     pub fn complete(mut self, response: &[u8]) -> Result<()> {
         let len = u32::try_from(response.len());
         let (buffer, len, result) = match len {
@@ -154,6 +166,8 @@ impl<'a> IncomingPacket<'a> {
     }
 
     /// `VmbChannelPacketFail`: the packet could not be processed (KMCL tears the channel down).
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL.
     pub fn fail(mut self) {
         if let (Some(completion), Some(fail)) =
             (self.take(), self.interface.raw().VmbChannelPacketFail)
@@ -164,6 +178,8 @@ impl<'a> IncomingPacket<'a> {
     }
 
     /// `VmbChannelPacketDeferToPassive`: KMCL delivers this packet again at PASSIVE_LEVEL.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (the packet comes back at PASSIVE_LEVEL).
     pub fn defer_to_passive(mut self) {
         if let (Some(completion), Some(defer)) = (
             self.take(),

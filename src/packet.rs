@@ -204,6 +204,8 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
     /// # Safety
     /// `mdl` is a valid MDL chain whose pages stay valid and locked until the completion of
     /// this packet has been delivered to the handler.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL.
     pub unsafe fn send_with_mdl(
         self,
         data: &[u8],
@@ -235,6 +237,8 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
     ///
     /// # Safety
     /// As [`send_with_mdl`](Self::send_with_mdl).
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL.
     pub unsafe fn send_with_external_mdl(
         self,
         data: &[u8],
@@ -269,6 +273,8 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
     ///
     /// # Safety
     /// The pages stay valid and locked until the completion of this packet has been delivered.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL.
     pub unsafe fn send_with_external_pfns(
         self,
         data: &[u8],
@@ -296,6 +302,8 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
     }
 
     /// The raw `VMBPACKET`.
+    ///
+    /// IRQL: any.
     #[must_use]
     pub fn as_raw(&self) -> sys::VMBPACKET {
         self.handle

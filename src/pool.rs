@@ -64,6 +64,8 @@ impl<H: ChannelHandler> Channel<H> {
     /// # Errors
     /// `STATUS_BUFFER_TOO_SMALL` when not even one slot fits; `STATUS_NOT_SUPPORTED` if the
     /// sizing slot is missing.
+    ///
+    /// IRQL: any (no KMCL call but `VmbChannelSizeofPacket`, ≤ DISPATCH_LEVEL).
     pub fn packet_pool<'s>(&self, storage: &'s mut [PoolWord]) -> Result<PacketPool<'_, 's, H>> {
         let packet_bytes = self.packet_storage_size()?;
         let stride = slot_stride(packet_bytes);

@@ -90,10 +90,17 @@ pub fn as_driver<R>(f: impl FnOnce() -> R) -> R {
 /// [`in_driver`]) while [`measure`](Self::measure) runs, and forwards everything to the system
 /// allocator.
 ///
-/// ```ignore
+/// ```
+/// use vmbus_kmcl_sim::scope::{DriverAllocations, as_emulator};
+///
 /// #[global_allocator]
 /// static ALLOCATOR: DriverAllocations = DriverAllocations::new();
-/// assert_eq!(ALLOCATOR.measure(|| { /* driver code */ }), 0);
+///
+/// fn main() {
+///     // Driver code that allocates is counted; emulator code is not.
+///     assert_eq!(ALLOCATOR.measure(|| drop(std::hint::black_box(vec![1_u8]))), 1);
+///     assert_eq!(ALLOCATOR.measure(|| as_emulator(|| drop(std::hint::black_box(vec![1_u8])))), 0);
+/// }
 /// ```
 #[derive(Debug)]
 pub struct DriverAllocations {

@@ -1,11 +1,11 @@
 //! Incoming packets: the callback ("DPC") thread, the passive worker, and the incoming packet
 //! objects (`VMBPACKETCOMPLETION`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vmbus_kmcl::sys::{MDL, NTSTATUS, VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA};
 
-use crate::channel::{Channel, POLL, State};
+use crate::channel::{Channel, Inner, POLL, State};
 use crate::event::lock;
 use crate::memory::{HostBuffer, OwnedMdl, PAGE_SIZE};
 use crate::outgoing::{RawBuf, Tx, Work, completion_frame, deliver_completion};
@@ -577,19 +577,21 @@ pub(crate) fn passive_main(ch: &Arc<Channel>) {
     ch.cv.notify_all();
 }
 
-/// `VmbChannelPacketComplete` (and the emulator's own completion of orphan packets).
-pub(crate) fn complete(pkt: &Arc<InPacket>, slot: &'static str, response: &[u8]) {
+/// Marks an incoming packet consumed exactly once (a second time is a `DoubleComplete`
+/// violation with `twice`), retires its handle and removes it from the channel; returns the
+/// locked channel state for the caller's part, or `None` if it was already consumed.
+fn consume<'a>(
+    pkt: &'a Arc<InPacket>,
+    slot: &'static str,
+    twice: &'static str,
+) -> Option<MutexGuard<'a, Inner>> {
     let ch = &pkt.channel;
     {
         let mut st = lock(&pkt.st);
         if st.done {
             drop(st);
-            ch.violation(
-                slot,
-                ViolationKind::DoubleComplete,
-                "packet completed twice",
-            );
-            return;
+            ch.violation(slot, ViolationKind::DoubleComplete, twice);
+            return None;
         }
         st.done = true;
         st.mdls.clear();
@@ -597,6 +599,15 @@ pub(crate) fn complete(pkt: &Arc<InPacket>, slot: &'static str, response: &[u8])
     drop(registry::retire(pkt.handle, "completed"));
     let mut inner = lock(&ch.inner);
     inner.incoming.remove(&pkt.handle);
+    Some(inner)
+}
+
+/// `VmbChannelPacketComplete` (and the emulator's own completion of orphan packets).
+pub(crate) fn complete(pkt: &Arc<InPacket>, slot: &'static str, response: &[u8]) {
+    let ch = &pkt.channel;
+    let Some(mut inner) = consume(pkt, slot, "packet completed twice") else {
+        return;
+    };
     if pkt.completion_requested && pkt.txid != 0 && inner.writer.is_some() {
         let limit = inner
             .writer
@@ -622,27 +633,12 @@ pub(crate) fn complete(pkt: &Arc<InPacket>, slot: &'static str, response: &[u8])
 
 /// `VmbChannelPacketFail`: releases the packet without a completion and stops the queue.
 pub(crate) fn fail(pkt: &Arc<InPacket>, slot: &'static str) {
-    let ch = &pkt.channel;
-    {
-        let mut st = lock(&pkt.st);
-        if st.done {
-            drop(st);
-            ch.violation(
-                slot,
-                ViolationKind::DoubleComplete,
-                "packet failed after completion",
-            );
-            return;
-        }
-        st.done = true;
-        st.mdls.clear();
-    }
-    drop(registry::retire(pkt.handle, "completed"));
-    let mut inner = lock(&ch.inner);
-    inner.incoming.remove(&pkt.handle);
+    let Some(mut inner) = consume(pkt, slot, "packet failed after completion") else {
+        return;
+    };
     inner.incoming_failed = true;
     drop(inner);
-    ch.cv.notify_all();
+    pkt.channel.cv.notify_all();
 }
 
 /// `VmbChannelPacketDeferToPassive`.

@@ -17,13 +17,15 @@
 )]
 
 use std::hint::black_box;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use vmbus_kmcl::sys::*;
-use vmbus_kmcl::{Channel, ChannelConfig, ChannelHandler, Completion, KmclInterface, SendFlags};
+use vmbus_kmcl::{
+    Channel, ChannelConfig, ChannelCore, ChannelHandler, Completion, KmclInterface, PassiveLevel,
+    SendFlags,
+};
 use vmbus_kmcl_sim::{EchoVsp, InterfaceVersion, Offer, Vmbus, VmbusConfig};
 
 const PAYLOAD: [u8; 64] = [0x42; 64];
@@ -32,7 +34,7 @@ struct Counter(AtomicU64);
 
 impl ChannelHandler for Counter {
     type PacketContext = u64;
-    fn packet_completed(&self, _: &Channel<Self>, done: Completion<'_, u64>) {
+    fn packet_completed(&self, _: &ChannelCore<Self>, done: Completion<'_, u64>) {
         black_box(done.response);
         self.0.fetch_add(1, Ordering::Release);
     }
@@ -81,9 +83,10 @@ fn echo_bus() -> (Vmbus, Offer) {
     (bus, offer)
 }
 
-/// The safe-API side: a V5 channel through `Channel`.
+/// The safe-API side: a V5 channel through `Channel` (dropped first: torn down before the
+/// interface, offer and bus it uses).
 struct Safe {
-    channel: Pin<Box<Channel<Counter>>>,
+    channel: Channel<Counter>,
     sent: u64,
     _interface: KmclInterface,
     _offer: Offer,
@@ -95,16 +98,16 @@ impl Safe {
         let (bus, offer) = echo_bus();
         let interface = bus.kmcl_interface().unwrap();
         let config = ChannelConfig::new().ring_buffer_pages(16, 16);
-        let channel = Box::pin(
-            Channel::new(
-                &interface,
-                offer.parent_device(),
-                &config,
-                Counter(AtomicU64::new(0)),
-            )
-            .unwrap(),
-        );
-        channel.as_ref().enable().unwrap();
+        let irql = PassiveLevel::check().expect("the bench thread runs at PASSIVE_LEVEL");
+        let mut channel = Channel::new(
+            &irql,
+            &interface,
+            offer.parent_device(),
+            &config,
+            Counter(AtomicU64::new(0)),
+        )
+        .unwrap();
+        channel.enable(&irql).unwrap();
         Self {
             channel,
             sent: 0,

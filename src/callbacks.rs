@@ -6,9 +6,10 @@
 
 use core::ffi::c_void;
 
-use crate::channel::Channel;
+use crate::channel::ChannelCore;
 use crate::handler::ChannelHandler;
 use crate::incoming::IncomingPacket;
+use crate::irql::PassiveLevel;
 use crate::packet;
 use crate::routes;
 use crate::status::NtStatus;
@@ -17,20 +18,30 @@ use crate::sys;
 /// The channel behind a callback context, if any.
 ///
 /// # Safety
-/// `context` is null or the address of a `Channel<H>` registered by `Channel::enable`, which
-/// KMCL only passes to callbacks while that channel is alive (disable waits for callbacks).
-unsafe fn channel_at<'a, H: ChannelHandler>(context: *mut c_void) -> Option<&'a Channel<H>> {
+/// `context` is null or the address of a `ChannelCore<H>` registered by `Channel::enable`,
+/// which KMCL only passes to callbacks while that core is alive (disable waits for callbacks,
+/// and the core outlives its KMCL channel).
+unsafe fn channel_at<'a, H: ChannelHandler>(context: *mut c_void) -> Option<&'a ChannelCore<H>> {
     // SAFETY: per this function's contract.
-    unsafe { context.cast::<Channel<H>>().as_ref() }
+    unsafe { context.cast::<ChannelCore<H>>().as_ref() }
 }
 
 /// The channel a legacy callback's handle belongs to.
 ///
 /// # Safety
 /// `channel` is a KMCL channel handle passed to a callback registered for `Channel<H>`.
-unsafe fn channel_of<'a, H: ChannelHandler>(channel: sys::VMBCHANNEL) -> Option<&'a Channel<H>> {
+unsafe fn channel_of<'a, H: ChannelHandler>(
+    channel: sys::VMBCHANNEL,
+) -> Option<&'a ChannelCore<H>> {
     // SAFETY: the pointer stored on a channel registered for `H` is that `Channel<H>`.
     unsafe { channel_at::<H>(routes::channel_pointer(channel)) }
+}
+
+/// The token for a state callback.
+fn passive() -> PassiveLevel {
+    // SAFETY: KMCL calls the state-change and PnP-failure callbacks at PASSIVE_LEVEL (their
+    // pages say so), and the token lives only for the callback.
+    unsafe { PassiveLevel::assume() }
 }
 
 // ---- state change: legacy ----
@@ -49,7 +60,7 @@ pub(crate) fn state_callbacks_v1<H: ChannelHandler>() -> sys::VMB_CHANNEL_STATE_
 unsafe extern "system" fn opened<H: ChannelHandler>(channel: sys::VMBCHANNEL) -> sys::NTSTATUS {
     // SAFETY: a handle KMCL passes to this channel's callback.
     match unsafe { channel_of::<H>(channel) } {
-        Some(this) => status_of(this.handler().opened(this)),
+        Some(this) => status_of(this.handler().opened(this, &passive())),
         None => sys::STATUS_SUCCESS,
     }
 }
@@ -60,12 +71,19 @@ macro_rules! legacy_state {
         unsafe extern "system" fn $name<H: ChannelHandler>(channel: sys::VMBCHANNEL) {
             // SAFETY: a handle KMCL passes to this channel's callback.
             if let Some(this) = unsafe { channel_of::<H>(channel) } {
-                this.handler().$method(this);
+                this.handler().$method(this, &passive());
             }
         }
     )*};
 }
-legacy_state!(closed => closed, suspend => suspend, started => started, post_started => post_started);
+legacy_state!(closed => closed, started => started, post_started => post_started);
+
+unsafe extern "system" fn suspend<H: ChannelHandler>(channel: sys::VMBCHANNEL) {
+    // SAFETY: a handle KMCL passes to this channel's callback.
+    if let Some(this) = unsafe { channel_of::<H>(channel) } {
+        suspended(this);
+    }
+}
 
 // ---- state change: Ex (V5) ----
 
@@ -89,7 +107,7 @@ unsafe extern "system" fn opened_ex<H: ChannelHandler>(
 ) -> sys::NTSTATUS {
     // SAFETY: the context registered by `Channel::enable`.
     match unsafe { channel_at::<H>(context) } {
-        Some(this) => status_of(this.handler().opened(this)),
+        Some(this) => status_of(this.handler().opened(this, &passive())),
         None => sys::STATUS_SUCCESS,
     }
 }
@@ -101,17 +119,32 @@ macro_rules! ex_state {
         unsafe extern "system" fn $name<H: ChannelHandler>(_: sys::VMBCHANNEL, context: *mut c_void) {
             // SAFETY: the context registered by `Channel::enable`.
             if let Some(this) = unsafe { channel_at::<H>(context) } {
-                this.handler().$method(this);
+                this.handler().$method(this, &passive());
             }
         }
     )*};
 }
 ex_state!(
     closed_ex => closed,
-    suspend_ex => suspend,
     started_ex => started,
     post_started_ex => post_started,
 );
+
+unsafe extern "system" fn suspend_ex<H: ChannelHandler>(_: sys::VMBCHANNEL, context: *mut c_void) {
+    // SAFETY: the context registered by `Channel::enable`.
+    if let Some(this) = unsafe { channel_at::<H>(context) } {
+        suspended(this);
+    }
+}
+
+/// `EvtVmbChannelSuspend[Ex]`: the handler's `suspend` (which may still complete pended
+/// packets), then the crate completes what is left with no response: KMCL waits for every
+/// incoming packet once delivery stops (pause, disable, rescind), so leaving them pended would
+/// hang it.
+fn suspended<H: ChannelHandler>(channel: &ChannelCore<H>) {
+    channel.handler().suspend(channel, &passive());
+    crate::incoming::cancel_pended(channel);
+}
 
 fn status_of(result: crate::Result<()>) -> sys::NTSTATUS {
     match result {
@@ -128,7 +161,8 @@ pub(crate) unsafe extern "system" fn pnp_failure<H: ChannelHandler>(
 ) {
     // SAFETY: a handle KMCL passes to this channel's callback.
     if let Some(this) = unsafe { channel_of::<H>(channel) } {
-        this.handler().pnp_failure(this, NtStatus(status));
+        this.handler()
+            .pnp_failure(this, NtStatus(status), &passive());
     }
 }
 
@@ -169,14 +203,38 @@ pub(crate) unsafe extern "system" fn process_packet_ex<H: ChannelHandler>(
 /// `packet`, `buffer` and `length` are the arguments of one `EvtVmbChannelProcessPacket[Ex]`
 /// call for `channel`.
 unsafe fn deliver<H: ChannelHandler>(
-    channel: &Channel<H>,
+    channel: &ChannelCore<H>,
     packet: sys::VMBPACKETCOMPLETION,
     buffer: *mut c_void,
     length: u32,
     flags: u32,
 ) {
-    // SAFETY: per this function's contract.
-    let incoming = unsafe { IncomingPacket::from_raw(channel, packet, buffer, length, flags) };
+    if channel.delivers_at_passive() || channel.has_deferred() {
+        // SAFETY: per this function's contract.
+        return unsafe { deliver_maybe_passive(channel, packet, buffer, length, flags) };
+    }
+    // SAFETY: per this function's contract; no token.
+    let incoming =
+        unsafe { IncomingPacket::from_raw(channel, packet, buffer, length, flags, false) };
+    channel.handler().process_packet(channel, incoming);
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn deliver_maybe_passive<H: ChannelHandler>(
+    channel: &ChannelCore<H>,
+    packet: sys::VMBPACKETCOMPLETION,
+    buffer: *mut c_void,
+    length: u32,
+    flags: u32,
+) {
+    // Both conditions say KMCL meant to deliver at PASSIVE_LEVEL; the IRQL read confirms it, so
+    // a token is never minted at DISPATCH_LEVEL whatever KMCL does.
+    let at_passive = (channel.delivers_at_passive() || channel.take_deferred(packet))
+        && crate::irql::current_irql() == crate::irql::Irql::PASSIVE;
+    // SAFETY: per this function's contract; `at_passive` was checked against the IRQL.
+    let incoming =
+        unsafe { IncomingPacket::from_raw(channel, packet, buffer, length, flags, at_passive) };
     channel.handler().process_packet(channel, incoming);
 }
 

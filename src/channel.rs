@@ -1,287 +1,161 @@
-//! [`Channel`]: one KMCL channel (`VmbChannelAllocate` … `VmbChannelCleanup`), its init-time
-//! [`ChannelConfig`], lifecycle (enable, pause, start, disable) and channel-wide settings.
+//! [`Channel`]: one KMCL channel (`VmbChannelAllocate` … `VmbChannelCleanup`), its lifecycle
+//! (enable, pause, start, disable, teardown), and the shared [`ChannelCore`] that callbacks,
+//! [`ChannelRef`]s, GPADLs, packet pools and pended packets reach it through.
 //!
-//! IRQL: the KMCL header annotates only `VmbChannelAllocate` (PASSIVE_LEVEL), the synchronous
-//! request and the callbacks, and Microsoft's pages leave `req.irql` empty. Each method says
-//! what is known; where nothing is documented it says so, and PASSIVE_LEVEL is always safe.
+//! Ownership: the core lives in one allocation made by [`Channel::new`] (at PASSIVE_LEVEL, never
+//! on a send or receive path) and counted by references. The unique owner, [`Channel`], is the
+//! only value that can change the lifecycle (`&mut self`, so lifecycle calls are serialised by
+//! the borrow checker) and the only one whose drop tears the channel down. Everything else holds
+//! a [`ChannelRef`]; after teardown their calls fail with `STATUS_INVALID_DEVICE_STATE`, and the
+//! last reference frees the memory. Forgetting any value leaks the allocation; it never frees
+//! memory that KMCL or the host still uses.
 
+extern crate alloc;
+
+use alloc::alloc::{Layout, alloc, dealloc};
+use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::marker::PhantomPinned;
-use core::pin::Pin;
-use core::ptr;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::ops::Deref;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering, fence};
 
 use crate::callbacks;
-use crate::flags::ChannelInitFlags;
+use crate::config::{ChannelConfig, ParentDevice};
+use crate::gpadl::GpadlEntry;
 use crate::handler::ChannelHandler;
+use crate::incoming::PendSlot;
 use crate::interface::{InterfaceVersion, KmclInterface, slot};
+use crate::irql::PassiveLevel;
+use crate::pool::PoolEntry;
 use crate::routes;
+use crate::rundown::{Rundown, RundownGuard};
 use crate::status::{NtStatus, Result};
 use crate::sys;
 
-/// The device object a channel is created on (`ParentDeviceObject` of `VmbChannelAllocate`):
-/// in a KMDF client driver, the WDM device object of the driver's FDO.
-#[derive(Clone, Copy, Debug)]
-pub struct ParentDevice(sys::PDEVICE_OBJECT);
-
-impl ParentDevice {
-    /// Wraps a raw device object.
-    ///
-    /// # Safety
-    /// `device` is a valid `DEVICE_OBJECT` (the FDO of a device enumerated by VMBus, or one the
-    /// emulator hands out) that outlives every channel created on it.
-    #[must_use]
-    pub const unsafe fn from_raw(device: sys::PDEVICE_OBJECT) -> Self {
-        Self(device)
-    }
-
-    /// The raw device object.
-    ///
-    /// IRQL: any.
-    #[must_use]
-    pub const fn as_raw(self) -> sys::PDEVICE_OBJECT {
-        self.0
-    }
-}
-
-/// Init-time settings of a channel, applied by [`Channel::new`] through the `VmbChannelInit*`
-/// setters (which KMCL only accepts before the channel is enabled). Unset values keep KMCL's
-/// defaults. Setters of a newer interface version than the one negotiated make `Channel::new`
-/// fail with `STATUS_NOT_SUPPORTED`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ChannelConfig {
-    ring_buffer_pages: Option<(u32, u32)>,
-    maximum_packet_size: Option<u32>,
-    maximum_external_data: Option<(u32, u32)>,
-    maximum_packet_count: Option<u32>,
-    client_context_size: Option<u32>,
-    friendly_name: Option<&'static [u16]>,
-    flags: Option<ChannelInitFlags>,
-    target_pnp: Option<(sys::GUID, Option<sys::GUID>)>,
-    target_processor: Option<u32>,
-    primary_channel: Option<(sys::VMBCHANNEL, u16)>,
-    bounce_buffer_sizes: Option<(u32, u32, u32)>,
-    incoming_processing_at_passive: bool,
-}
-
-impl ChannelConfig {
-    /// All KMCL defaults.
-    #[must_use]
-    pub const fn new() -> Self {
-        Self {
-            ring_buffer_pages: None,
-            maximum_packet_size: None,
-            maximum_external_data: None,
-            maximum_packet_count: None,
-            client_context_size: None,
-            friendly_name: None,
-            flags: None,
-            target_pnp: None,
-            target_processor: None,
-            primary_channel: None,
-            bounce_buffer_sizes: None,
-            incoming_processing_at_passive: false,
-        }
-    }
-
-    /// `VmbClientChannelInitSetRingBufferPageCount`: ring sizes in 4 KiB pages, incoming
-    /// (host → guest) and outgoing (guest → host).
-    #[must_use]
-    pub const fn ring_buffer_pages(mut self, incoming_pages: u32, outgoing_pages: u32) -> Self {
-        self.ring_buffer_pages = Some((incoming_pages, outgoing_pages));
-        self
-    }
-
-    /// `VmbChannelInitSetMaximumPacketSize`: the largest packet in bytes (> 0, at most
-    /// [`sys::KMCL_RING_BUFFER_MTU`]).
-    #[must_use]
-    pub const fn maximum_packet_size(mut self, bytes: u32) -> Self {
-        self.maximum_packet_size = Some(bytes);
-        self
-    }
-
-    /// `VmbChannelInitSetMaximumExternalData`: the largest external data in bytes and the
-    /// longest MDL chain (both > 0).
-    #[must_use]
-    pub const fn maximum_external_data(mut self, bytes: u32, chain_length: u32) -> Self {
-        self.maximum_external_data = Some((bytes, chain_length));
-        self
-    }
-
-    /// `VmbChannelInitSetMaximumPacketCount` (V4): most outgoing packets in flight (> 0).
-    #[must_use]
-    pub const fn maximum_packet_count(mut self, packets: u32) -> Self {
-        self.maximum_packet_count = Some(packets);
-        self
-    }
-
-    /// `VmbChannelInitSetClientContextSize`: bytes of per-incoming-packet client context,
-    /// reachable with `IncomingPacket::client_context` (V2).
-    #[must_use]
-    pub const fn client_context_size(mut self, bytes: u32) -> Self {
-        self.client_context_size = Some(bytes);
-        self
-    }
-
-    /// `VmbChannelInitSetFriendlyName`: a UTF-16 name for diagnostics (at most 32,767 code
-    /// units).
-    #[must_use]
-    pub const fn friendly_name(mut self, name: &'static [u16]) -> Self {
-        self.friendly_name = Some(name);
-        self
-    }
-
-    /// `VmbChannelInitSetFlags`.
-    #[must_use]
-    pub const fn flags(mut self, flags: ChannelInitFlags) -> Self {
-        self.flags = Some(flags);
-        self
-    }
-
-    /// `VmbClientChannelInitSetTargetPnp`: open the offer of `interface_type` (and
-    /// `interface_instance` when given) instead of the parent device's own; PnP failures reach
-    /// [`ChannelHandler::pnp_failure`].
-    #[must_use]
-    pub const fn target_pnp(
-        mut self,
-        interface_type: sys::GUID,
-        interface_instance: Option<sys::GUID>,
-    ) -> Self {
-        self.target_pnp = Some((interface_type, interface_instance));
-        self
-    }
-
-    /// `VmbClientChannelInitSetTargetProcessorIndex` (V5): the processor to interrupt.
-    #[must_use]
-    pub const fn target_processor(mut self, processor_index: u32) -> Self {
-        self.target_processor = Some(processor_index);
-        self
-    }
-
-    /// `VmbChannelInitSetBounceBufferSizes` (V3): bounce-buffer sizes in bytes, each a multiple
-    /// of 4096.
-    #[must_use]
-    pub const fn bounce_buffer_sizes(mut self, initial: u32, increment: u32, maximum: u32) -> Self {
-        self.bounce_buffer_sizes = Some((initial, increment, maximum));
-        self
-    }
-
-    /// `VmbChannelSetIncomingProcessingAtPassive(TRUE)` before enabling: incoming packets are
-    /// delivered at PASSIVE_LEVEL.
-    #[must_use]
-    pub const fn incoming_processing_at_passive(mut self, at_passive: bool) -> Self {
-        self.incoming_processing_at_passive = at_passive;
-        self
-    }
-
-    /// `VmbChannelInitSetPrimaryChannel` (V5): make this channel subchannel `subchannel_index`
-    /// (> 0) of `primary`.
-    ///
-    /// # Safety
-    /// `primary` must outlive the channel created with this configuration: subchannels are
-    /// closed before their primary.
-    #[must_use]
-    pub unsafe fn primary_channel<P: ChannelHandler>(
-        mut self,
-        primary: &Channel<P>,
-        subchannel_index: u16,
-    ) -> Self {
-        self.primary_channel = Some((primary.handle, subchannel_index));
-        self
-    }
-}
-
-impl ChannelConfig {
-    /// The documented ranges of the init setters, each reported as the
-    /// `STATUS_INVALID_PARAMETER_n` of the offending setter argument.
-    fn validate(&self) -> Result<()> {
-        let check = |ok: bool, status: NtStatus| if ok { Ok(()) } else { Err(status) };
-        if let Some((incoming, outgoing)) = self.ring_buffer_pages {
-            check(incoming > 0, NtStatus::INVALID_PARAMETER_2)?;
-            check(outgoing > 0, NtStatus::INVALID_PARAMETER_3)?;
-        }
-        if let Some(bytes) = self.maximum_packet_size {
-            check(
-                (1..=sys::KMCL_RING_BUFFER_MTU).contains(&bytes),
-                NtStatus::INVALID_PARAMETER_2,
-            )?;
-        }
-        if let Some((bytes, chain)) = self.maximum_external_data {
-            check(bytes > 0, NtStatus::INVALID_PARAMETER_2)?;
-            check(chain > 0, NtStatus::INVALID_PARAMETER_3)?;
-        }
-        if let Some(count) = self.maximum_packet_count {
-            check(count > 0, NtStatus::INVALID_PARAMETER_2)?;
-        }
-        if let Some((_, index)) = self.primary_channel {
-            check(
-                index >= sys::KMCL_SUBCHANNEL_INDEX_MIN,
-                NtStatus::INVALID_PARAMETER_3,
-            )?;
-        }
-        if let Some((initial, increment, maximum)) = self.bounce_buffer_sizes {
-            let page = sys::KMCL_PAGE_SIZE;
-            check(initial.is_multiple_of(page), NtStatus::INVALID_PARAMETER_2)?;
-            check(
-                increment.is_multiple_of(page),
-                NtStatus::INVALID_PARAMETER_3,
-            )?;
-            check(
-                maximum % page == 0 && maximum >= initial,
-                NtStatus::INVALID_PARAMETER_4,
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// Lifecycle states (stored in an `AtomicU8`).
+/// Lifecycle states (an `AtomicU8`). Only the owner writes them, under `&mut`.
 const CREATED: u8 = 0;
 const ENABLING: u8 = 1;
 const ENABLED: u8 = 2;
-const DISABLED: u8 = 3;
+const DISABLING: u8 = 3;
+const DISABLED: u8 = 4;
 
-/// The state-change callback struct registered at enable; KMCL may keep a pointer to it, so it
-/// lives in the pinned channel.
+/// Deferred packets remembered so that their redelivery gets a PASSIVE_LEVEL token.
+const DEFERRED_SLOTS: usize = 8;
+
+/// The state-change callback struct registered at enable; KMCL may keep a pointer to it.
 union StateCallbacks {
     v1: sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS,
     v5: sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5,
 }
 
-/// One KMCL client channel, owning its `VMBCHANNEL` and the driver's handler `H`.
+/// The shared part of a channel: what callbacks, [`ChannelRef`]s and the owner's `Deref` reach.
+/// Sends, packet pools, GPADLs and channel-wide settings are methods of this type.
 ///
-/// Create it with [`Channel::new`] (movable until enabled), pin it (`core::pin::pin!`,
-/// `Box::pin`, or in place in a device context), then [`enable`](Self::enable) it: from then on
-/// KMCL holds the channel's address for its callbacks, which is why enabling needs `Pin`.
-///
-/// Drop disables the channel if it is enabled (`VmbChannelDisable` waits until every callback
-/// has returned and the channel is torn down) and then calls `VmbChannelCleanup`. Borrows
-/// (GPADLs, outgoing packets not yet sent) keep the channel alive; packets in flight are
-/// completed by KMCL during disable.
-pub struct Channel<H: ChannelHandler> {
+/// It is never moved or owned by the driver: it lives in the allocation [`Channel::new`] made,
+/// at an address KMCL keeps for its callbacks.
+pub struct ChannelCore<H: ChannelHandler> {
+    refs: AtomicUsize,
+    /// Holders: every call through the KMCL handle. Run down by teardown.
+    rundown: Rundown,
+    /// Holders: sends and GPADL creation. Open while enabling or enabled; run down by disable
+    /// before `VmbChannelDisable`, so no send reaches KMCL on a closing channel.
+    sends: Rundown,
+    lifecycle: AtomicU8,
+    at_passive: AtomicBool,
+    deferred_count: AtomicUsize,
+    deferred: [AtomicPtr<c_void>; DEFERRED_SLOTS],
+    /// The table, for calls (does not own an interface reference).
     interface: KmclInterface,
+    /// The channel's interface reference, released at teardown (after which no call goes
+    /// through the table).
+    reference: UnsafeCell<Option<KmclInterface>>,
     handle: sys::VMBCHANNEL,
-    handler: H,
-    state: AtomicU8,
+    /// KMCL's channel object when it lives in memory of ours (`VmbChannelInitialize`).
+    kmcl_storage: KmclStorage,
     client_context_size: u32,
     /// The configured maximum packet size in bytes, 0 when KMCL's default applies.
     maximum_packet_size: u32,
     callbacks: UnsafeCell<StateCallbacks>,
-    _pinned: PhantomPinned,
+    pub(crate) gpadls: Vec<GpadlEntry>,
+    pub(crate) pools: Vec<PoolEntry>,
+    pub(crate) pended: Vec<PendSlot>,
+    handler: H,
+    pub(crate) send_slots: SendSlots,
 }
 
-// SAFETY: the KMCL channel handle may be used from any thread; `H: Sync` is required by the
-// trait; `callbacks` is written only during the single ENABLING transition (guarded by `state`).
-unsafe impl<H: ChannelHandler + Send> Send for Channel<H> {}
-// SAFETY: as above; every `&self` method is a KMCL call that KMCL allows concurrently.
+// SAFETY: the KMCL handle may be used from any thread; the handler is `Sync` (trait bound); the
+// callback struct is written only by the owner under `&mut` while no callback is registered;
+// every other field is atomic or written only before the core is shared.
+unsafe impl<H: ChannelHandler> Sync for ChannelCore<H> {}
+// SAFETY: as for Sync; the handler is `Send` (trait bound), so the last reference may drop it
+// on any thread.
+unsafe impl<H: ChannelHandler> Send for ChannelCore<H> {}
+
+/// The unique owner of a channel: lifecycle calls and teardown.
+///
+/// Store it in the device context. It dereferences to [`ChannelCore`] for sends and settings.
+/// Dropping it at PASSIVE_LEVEL tears the channel down (see [`close`](Self::close)); dropped
+/// above PASSIVE_LEVEL it cannot block, so it leaks the channel instead (nothing is freed, KMCL
+/// keeps working on valid memory; the emulator reports the leak).
+///
+/// Lifecycle calls need `&mut self`, so two threads cannot enable and disable at once:
+///
+/// ```compile_fail,E0596
+/// # use vmbus_kmcl::{Channel, ChannelHandler, PassiveLevel};
+/// # struct Vsc;
+/// # impl ChannelHandler for Vsc { type PacketContext = (); }
+/// fn racy(channel: &Channel<Vsc>, irql: &PassiveLevel) {
+///     let _ = channel.enable(irql); // needs `&mut Channel`
+/// }
+/// ```
+///
+/// The owner is not `Send`, so a handler (which is `Send + Sync`) cannot keep it and tear its
+/// own channel down from a callback:
+///
+/// ```compile_fail,E0277
+/// # use std::sync::Mutex;
+/// # use vmbus_kmcl::{Channel, ChannelHandler};
+/// struct Vsc {
+///     owner: Mutex<Option<Channel<Vsc>>>,
+/// }
+/// impl ChannelHandler for Vsc {
+///     type PacketContext = ();
+/// }
+/// ```
+pub struct Channel<H: ChannelHandler> {
+    core: NonNull<ChannelCore<H>>,
+}
+
+// No `Send` for the owner, on purpose: the handler is `Send + Sync`, so it cannot hold the
+// owner, and no callback can tear its own channel down (which would free the handler under the
+// callback's `&self`, and call `VmbChannelDisable` from inside a callback it waits for).
+// SAFETY: `&Channel` only gives `&ChannelCore`, which is Sync.
 unsafe impl<H: ChannelHandler> Sync for Channel<H> {}
 
+/// A counted reference to a channel's core, for state kept beside the channel (a work item, a
+/// request queue) and held by GPADLs, packet pools and pended packets. It keeps the memory
+/// valid, not the channel open: after the owner's teardown its calls fail with
+/// `STATUS_INVALID_DEVICE_STATE`. Cloning and dropping are one atomic operation each, at any
+/// IRQL ≤ DISPATCH_LEVEL.
+pub struct ChannelRef<H: ChannelHandler> {
+    core: NonNull<ChannelCore<H>>,
+}
+
+// SAFETY: as for `Channel`.
+unsafe impl<H: ChannelHandler> Send for ChannelRef<H> {}
+// SAFETY: as for `Channel`.
+unsafe impl<H: ChannelHandler> Sync for ChannelRef<H> {}
+
 impl<H: ChannelHandler> Channel<H> {
-    /// Allocates a channel on `parent` (`VmbChannelAllocate`, client side) and applies `config`.
+    /// Allocates a channel on `parent` (`VmbChannelAllocate`, client side; or, with
+    /// [`ChannelConfig::kmcl_storage_in_channel`], `VmbSizeofChannel` + `VmbChannelInitialize`
+    /// in memory of this allocation) and applies `config` through the `VmbChannelInit*` setters.
     ///
-    /// Also sizes the inline packet context to one pointer on V5, where [`PacketContext`]
-    /// values travel inline in each packet.
+    /// This is the one allocation of the crate: the core (handler included) and its tables of
+    /// GPADLs, packet pools and pended packets, with the global allocator (nonpaged pool in a
+    /// driver using `wdk-alloc`). On V5 it also sizes each packet's inline context to one
+    /// pointer, where [`PacketContext`](crate::PacketContext) values travel.
     ///
     /// # Errors
     /// - `STATUS_INVALID_PARAMETER_n` for a setting outside its documented range (checked
@@ -289,19 +163,300 @@ impl<H: ChannelHandler> Channel<H> {
     ///   size of 0 or over [`sys::KMCL_RING_BUFFER_MTU`], zero external data or chain length, a
     ///   zero packet count, subchannel index 0, bounce-buffer sizes not multiples of 4096.
     /// - `STATUS_NOT_SUPPORTED` for a setting the negotiated interface version lacks.
-    /// - The failing KMCL status otherwise (e.g. `STATUS_INSUFFICIENT_RESOURCES`).
+    /// - `STATUS_INSUFFICIENT_RESOURCES` when the allocation fails.
+    /// - The failing KMCL status otherwise.
     ///
-    /// Nothing is leaked on error.
+    /// Nothing is leaked on error (the handler is dropped).
     ///
-    /// IRQL: PASSIVE_LEVEL.
-    ///
-    /// [`PacketContext`]: crate::PacketContext
+    /// IRQL: PASSIVE_LEVEL (`VmbChannelAllocate` is annotated `_IRQL_requires_(PASSIVE_LEVEL)`).
     pub fn new(
+        irql: &PassiveLevel,
         interface: &KmclInterface,
         parent: ParentDevice,
         config: &ChannelConfig,
         handler: H,
     ) -> Result<Self> {
+        config.validate()?;
+        let send_slots = SendSlots::resolve(interface)?;
+        let gpadls = table(config.capacity.gpadls, GpadlEntry::new)?;
+        let pools = table(config.capacity.packet_pools, PoolEntry::new)?;
+        let pended = table(config.capacity.pended_packets, PendSlot::new)?;
+        let layout = Layout::new::<ChannelCore<H>>();
+        // SAFETY: the layout of a sized, non-zero-sized type.
+        let memory = NonNull::new(unsafe { alloc(layout) }.cast::<ChannelCore<H>>())
+            .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        let (handle, kmcl_storage) = match allocate_kmcl_channel(interface, parent, config) {
+            Ok(parts) => parts,
+            Err(status) => {
+                // SAFETY: allocated above with this layout, never initialized.
+                unsafe { dealloc(memory.as_ptr().cast(), layout) };
+                return Err(status);
+            }
+        };
+        let core = ChannelCore {
+            refs: AtomicUsize::new(1),
+            rundown: Rundown::new(),
+            sends: Rundown::new_closed(),
+            lifecycle: AtomicU8::new(CREATED),
+            at_passive: AtomicBool::new(config.at_passive()),
+            deferred_count: AtomicUsize::new(0),
+            deferred: [const { AtomicPtr::new(ptr::null_mut()) }; DEFERRED_SLOTS],
+            interface: interface.table_copy(),
+            reference: UnsafeCell::new(Some(interface.clone())),
+            handle,
+            kmcl_storage,
+            client_context_size: config.client_context_size_or_zero(),
+            maximum_packet_size: match config.maximum_packet_size_or_zero() {
+                0 => u32::MAX,
+                n => n,
+            },
+            callbacks: UnsafeCell::new(StateCallbacks {
+                v1: sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS::INIT,
+            }),
+            gpadls,
+            pools,
+            pended,
+            handler,
+            send_slots,
+        };
+        // SAFETY: fresh memory of the right layout.
+        unsafe { memory.as_ptr().write(core) };
+        let channel = Self { core: memory };
+        let applied = channel.attach_and_configure(config);
+        match applied {
+            Ok(()) => Ok(channel),
+            Err(status) => {
+                channel.close(irql);
+                Err(status)
+            }
+        }
+    }
+
+    /// Stores the core's address on the KMCL channel (for legacy callbacks and PnP failure) and
+    /// applies the init setters.
+    fn attach_and_configure(&self, config: &ChannelConfig) -> Result<()> {
+        let core = self.core();
+        let set_pointer = slot(core.interface.raw().VmbChannelSetPointer)?;
+        // SAFETY: a live channel; the pointer is the core, which outlives the KMCL channel.
+        unsafe { set_pointer(core.handle, self.core.as_ptr().cast()) };
+        config.apply::<H>(&core.interface, core.handle)
+    }
+
+    fn core(&self) -> &ChannelCore<H> {
+        // SAFETY: the owner holds a reference, so the core is alive.
+        unsafe { self.core.as_ref() }
+    }
+
+    /// Registers the callbacks and opens the channel (`VmbChannelEnable`). On V5 the Ex
+    /// callbacks carry the core as their context; before V5 the legacy callbacks find it
+    /// through `VmbChannelGetPointer`.
+    ///
+    /// [`ChannelHandler::opened`], `started` and `post_started` run before this returns.
+    ///
+    /// # Errors
+    /// `STATUS_INVALID_DEVICE_STATE` if the channel is already enabled; the failing KMCL status
+    /// otherwise (including an error returned by `opened`). After an error the channel can be
+    /// dropped or enabled again.
+    ///
+    /// IRQL: PASSIVE_LEVEL (it waits for the host's open result).
+    pub fn enable(&mut self, irql: &PassiveLevel) -> Result<()> {
+        let _ = irql;
+        let core = self.core();
+        let previous = core.lifecycle.load(Ordering::Acquire);
+        if previous != CREATED && previous != DISABLED {
+            return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        core.lifecycle.store(ENABLING, Ordering::SeqCst);
+        // Sends may start as soon as the channel opens (from `opened` / `started`).
+        core.sends.reopen();
+        let result = core.register_and_enable();
+        if result.is_err() {
+            core.sends.run_down();
+        }
+        let next = if result.is_ok() { ENABLED } else { previous };
+        core.lifecycle.store(next, Ordering::SeqCst);
+        result
+    }
+
+    /// Closes the channel (`VmbChannelDisable`): first stops new sends and waits for the ones in
+    /// progress (a synchronous request in progress for up to its timeout), then cancels the
+    /// pended incoming packets (`VmbChannelPacketFail`; their
+    /// [`PendedPacket`](crate::PendedPacket)s then report `STATUS_CANCELLED`), then waits until
+    /// KMCL has torn the channel down. After this returns
+    /// no callback runs, every packet sent has been completed (in flight: `STATUS_CANCELLED`),
+    /// and no incoming packet is outstanding. GPADLs stay registered until teardown (the host
+    /// no longer reaches them). A no-op when not enabled; the channel may be enabled again.
+    ///
+    /// IRQL: PASSIVE_LEVEL (it waits for callbacks).
+    pub fn disable(&mut self, irql: &PassiveLevel) {
+        let _ = irql;
+        let core = self.core();
+        if core.lifecycle.load(Ordering::Acquire) != ENABLED {
+            return;
+        }
+        core.lifecycle.store(DISABLING, Ordering::SeqCst);
+        core.sends.run_down();
+        crate::incoming::cancel_pended(core);
+        if let Some(disable) = core.interface.raw().VmbChannelDisable {
+            // SAFETY: an enabled channel; KMCL waits for its callbacks before returning.
+            unsafe { disable(core.handle) };
+        }
+        core.forget_deferred();
+        core.lifecycle.store(DISABLED, Ordering::SeqCst);
+    }
+
+    /// `VmbChannelPause`: stops packet delivery ([`ChannelHandler::suspend`] runs) and waits for
+    /// the packets in flight.
+    ///
+    /// # Errors
+    /// `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled.
+    ///
+    /// IRQL: PASSIVE_LEVEL (it waits).
+    pub fn pause(&mut self, irql: &PassiveLevel) -> Result<()> {
+        let _ = irql;
+        let core = self.core();
+        core.require_enabled()?;
+        let f = slot(core.interface.raw().VmbChannelPause)?;
+        // SAFETY: an enabled channel.
+        unsafe { f(core.handle) };
+        Ok(())
+    }
+
+    /// `VmbChannelStart`: resumes packet delivery after [`pause`](Self::pause)
+    /// ([`ChannelHandler::started`] runs).
+    ///
+    /// # Errors
+    /// `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled.
+    ///
+    /// IRQL: PASSIVE_LEVEL (state callbacks run on the calling thread).
+    pub fn start(&mut self, irql: &PassiveLevel) -> Result<()> {
+        let _ = irql;
+        let core = self.core();
+        core.require_enabled()?;
+        let f = slot(core.interface.raw().VmbChannelStart)?;
+        // SAFETY: an enabled channel.
+        unsafe { f(core.handle) };
+        Ok(())
+    }
+
+    /// `VmbChannelSetIncomingProcessingAtPassive`: deliver incoming packets at PASSIVE_LEVEL
+    /// (`true`; they then offer [`IncomingPacket::passive_level`](crate::IncomingPacket::passive_level))
+    /// or DISPATCH_LEVEL (`false`). Only while the channel is not enabled: KMCL does not say when
+    /// a switch takes effect for packets already on their way, so changing it under live
+    /// delivery could hand a PASSIVE_LEVEL token to a DISPATCH_LEVEL callback.
+    ///
+    /// # Errors
+    /// `STATUS_INVALID_DEVICE_STATE` while enabled; `STATUS_NOT_SUPPORTED` if the slot is
+    /// missing.
+    ///
+    /// IRQL: PASSIVE_LEVEL (not documented by KMCL; always safe).
+    pub fn set_incoming_processing_at_passive(
+        &mut self,
+        irql: &PassiveLevel,
+        at_passive: bool,
+    ) -> Result<()> {
+        let _ = irql;
+        let core = self.core();
+        let state = core.lifecycle.load(Ordering::Acquire);
+        if state != CREATED && state != DISABLED {
+            return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        let _entered = core.enter_any()?;
+        let f = slot(
+            core.interface
+                .raw()
+                .VmbChannelSetIncomingProcessingAtPassive,
+        )?;
+        // SAFETY: a live channel and a BOOLEAN.
+        unsafe { f(core.handle, u8::from(at_passive)) };
+        core.at_passive.store(at_passive, Ordering::Release);
+        Ok(())
+    }
+
+    /// A counted reference to the core, to keep beside the channel.
+    ///
+    /// IRQL: any.
+    #[must_use]
+    pub fn new_ref(&self) -> ChannelRef<H> {
+        self.core().new_ref()
+    }
+
+    /// Tears the channel down: disables it if enabled, stops every call made through a
+    /// [`ChannelRef`] (they now fail with `STATUS_INVALID_DEVICE_STATE`) and waits for the ones
+    /// in progress, deletes every GPADL still registered (`VmbChannelDeleteGpadl`; a GPADL
+    /// whose handle was dropped has its buffer freed now, one whose handle still lives keeps its
+    /// buffer, now private again), calls `VmbChannelCleanup`, frees the packet-pool storage,
+    /// and releases the owner's reference (the last reference frees the memory).
+    ///
+    /// IRQL: PASSIVE_LEVEL (it waits). Dropping the owner does the same when the current IRQL is
+    /// PASSIVE_LEVEL.
+    pub fn close(mut self, irql: &PassiveLevel) {
+        self.disable(irql);
+        let core = self.core();
+        core.rundown.run_down();
+        crate::gpadl::delete_all(core);
+        if let Some(cleanup) = core.interface.raw().VmbChannelCleanup {
+            // SAFETY: disabled (or never enabled), and no call through the handle is in
+            // progress or can start (run down).
+            unsafe { cleanup(core.handle) };
+        }
+        // SAFETY: KMCL is done with every packet (cleanup returned).
+        unsafe { crate::pool::release_all(core) };
+        if let Some((storage, layout)) = core.kmcl_storage {
+            // SAFETY: KMCL's channel object, released by `VmbChannelCleanup` above.
+            unsafe { dealloc(storage.as_ptr(), layout) };
+        }
+        // SAFETY: only teardown touches `reference`, and teardown runs once (it consumes the
+        // owner).
+        drop(unsafe { core.reference.get().replace(None) });
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: the owner's reference, released once (the owner is not dropped again).
+        unsafe { release(this.core) };
+    }
+}
+
+/// A table of `n` entries, allocated fallibly.
+fn table<T>(n: u16, make: fn() -> T) -> Result<Vec<T>> {
+    let mut entries = Vec::new();
+    entries
+        .try_reserve_exact(usize::from(n))
+        .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
+    entries.extend((0..n).map(|_| make()));
+    Ok(entries)
+}
+
+/// Memory of ours that holds KMCL's channel object (`VmbChannelInitialize`).
+type KmclStorage = Option<(NonNull<u8>, Layout)>;
+
+/// The KMCL channel: `VmbChannelAllocate`, or `VmbChannelInitialize` in memory of ours.
+fn allocate_kmcl_channel(
+    interface: &KmclInterface,
+    parent: ParentDevice,
+    config: &ChannelConfig,
+) -> Result<(sys::VMBCHANNEL, KmclStorage)> {
+    if config.kmcl_storage_in_channel {
+        let initialize = slot(interface.raw().VmbChannelInitialize)?;
+        let size = slot(interface.raw().VmbSizeofChannel)?;
+        // SAFETY: takes no arguments.
+        let bytes = unsafe { size() };
+        let layout = Layout::from_size_align(bytes as usize, 16)
+            .map_err(|_| NtStatus::INSUFFICIENT_RESOURCES)?;
+        if bytes == 0 {
+            return Err(NtStatus::UNSUCCESSFUL);
+        }
+        // SAFETY: a non-zero size.
+        let storage =
+            NonNull::new(unsafe { alloc(layout) }).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        let handle = storage.as_ptr().cast::<sys::VMBCHANNEL__>();
+        // SAFETY: `bytes` writable bytes, owned by the channel until after cleanup.
+        let status = NtStatus(unsafe { initialize(parent.as_raw(), 0, handle, bytes) });
+        if let Err(status) = status.ok() {
+            // SAFETY: allocated above; KMCL did not take it.
+            unsafe { dealloc(storage.as_ptr(), layout) };
+            return Err(status);
+        }
+        Ok((handle, Some((storage, layout))))
+    } else {
         let allocate = slot(interface.raw().VmbChannelAllocate)?;
         let mut handle: sys::VMBCHANNEL = ptr::null_mut();
         // SAFETY: `parent` is valid by ParentDevice's contract; `handle` is a valid out pointer.
@@ -309,207 +464,96 @@ impl<H: ChannelHandler> Channel<H> {
         if handle.is_null() {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
-        Self::configure(interface.clone(), handle, config, handler)
+        Ok((handle, None))
+    }
+}
+
+/// Drops one reference; the last one drops the core and frees its memory.
+///
+/// # Safety
+/// `core` holds a reference owned by the caller, released exactly once.
+unsafe fn release<H: ChannelHandler>(core: NonNull<ChannelCore<H>>) {
+    // SAFETY: the caller's reference keeps the core alive for this access.
+    let previous = unsafe { core.as_ref() }
+        .refs
+        .fetch_sub(1, Ordering::Release);
+    if previous == 1 {
+        fence(Ordering::Acquire);
+        // SAFETY: the last reference: nothing else can reach the core.
+        unsafe { ptr::drop_in_place(core.as_ptr()) };
+        // SAFETY: allocated by `Channel::new` with this layout.
+        unsafe { dealloc(core.as_ptr().cast(), Layout::new::<ChannelCore<H>>()) };
+    }
+}
+
+impl<H: ChannelHandler> Drop for Channel<H> {
+    fn drop(&mut self) {
+        // Above PASSIVE_LEVEL nothing may block: leak the channel (the owner's reference is
+        // never released, so the memory KMCL uses stays valid).
+        if let Some(irql) = PassiveLevel::check() {
+            let owner = Self { core: self.core };
+            owner.close(&irql);
+        }
+    }
+}
+
+impl<H: ChannelHandler> Deref for Channel<H> {
+    type Target = ChannelCore<H>;
+    fn deref(&self) -> &ChannelCore<H> {
+        self.core()
+    }
+}
+
+impl<H: ChannelHandler> Deref for ChannelRef<H> {
+    type Target = ChannelCore<H>;
+    fn deref(&self) -> &ChannelCore<H> {
+        // SAFETY: this reference keeps the core alive.
+        unsafe { self.core.as_ref() }
+    }
+}
+
+impl<H: ChannelHandler> Clone for ChannelRef<H> {
+    fn clone(&self) -> Self {
+        self.deref().new_ref()
+    }
+}
+
+impl<H: ChannelHandler> Drop for ChannelRef<H> {
+    fn drop(&mut self) {
+        // SAFETY: this value's reference, released once.
+        unsafe { release(self.core) };
+    }
+}
+
+impl<H: ChannelHandler> ChannelCore<H> {
+    /// A counted reference to this core.
+    ///
+    /// IRQL: any.
+    #[must_use]
+    pub fn new_ref(&self) -> ChannelRef<H> {
+        self.refs.fetch_add(1, Ordering::Relaxed);
+        ChannelRef {
+            core: NonNull::from(self),
+        }
     }
 
-    /// Like [`new`](Self::new), but the channel lives in caller storage (`VmbSizeofChannel`,
-    /// `VmbChannelInitialize`; V5).
-    ///
-    /// # Errors
-    /// `STATUS_NOT_SUPPORTED` before V5; `STATUS_BUFFER_TOO_SMALL` when `storage_len` is below
-    /// [`channel_storage_size`]; then as [`new`](Self::new).
-    ///
-    /// # Safety
-    /// `storage` points to `storage_len` writable bytes, aligned for a pointer, that stay valid
-    /// and unused by anything else until the returned channel has been dropped.
-    ///
-    /// IRQL: PASSIVE_LEVEL.
-    pub unsafe fn new_in_storage(
-        interface: &KmclInterface,
-        parent: ParentDevice,
-        storage: ptr::NonNull<u8>,
-        storage_len: usize,
-        config: &ChannelConfig,
-        handler: H,
-    ) -> Result<Self> {
-        let initialize = slot(interface.raw().VmbChannelInitialize)?;
-        let needed = channel_storage_size(interface)?;
-        let len = u32::try_from(storage_len).unwrap_or(u32::MAX);
-        if len < needed {
-            return Err(NtStatus::BUFFER_TOO_SMALL);
-        }
-        let handle = storage.as_ptr().cast::<sys::VMBCHANNEL__>();
-        // SAFETY: caller storage of `len` bytes per this function's contract; `parent` is valid.
-        NtStatus(unsafe { initialize(parent.as_raw(), 0, handle, len) }).ok()?;
-        Self::configure(interface.clone(), handle, config, handler)
-    }
-
-    /// Wraps a fresh handle (so that drop cleans up on any later error) and applies `config`.
-    fn configure(
-        interface: KmclInterface,
-        handle: sys::VMBCHANNEL,
-        config: &ChannelConfig,
-        handler: H,
-    ) -> Result<Self> {
-        let channel = Self {
-            interface,
-            handle,
-            handler,
-            state: AtomicU8::new(CREATED),
-            client_context_size: config.client_context_size.unwrap_or(0),
-            maximum_packet_size: config.maximum_packet_size.unwrap_or(0),
-            callbacks: UnsafeCell::new(StateCallbacks {
-                v1: sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS::INIT,
-            }),
-            _pinned: PhantomPinned,
-        };
-        channel.apply(config)?;
-        Ok(channel)
-    }
-
-    /// Calls each configured `VmbChannelInit*` setter, after checking the documented ranges
-    /// here so that KMCL never sees a value it would reject.
-    fn apply(&self, config: &ChannelConfig) -> Result<()> {
-        config.validate()?;
-        let t = self.interface.raw();
-        let h = self.handle;
-        // SAFETY (every call below): a KMCL setter on this live, not yet enabled channel, with
-        // plain values or pointers to data that outlives the call.
-        if let Some((incoming, outgoing)) = config.ring_buffer_pages {
-            let f = slot(t.VmbClientChannelInitSetRingBufferPageCount)?;
-            // SAFETY: see above.
-            NtStatus(unsafe { f(h, incoming, outgoing) }).ok()?;
-        }
-        if let Some(bytes) = config.maximum_packet_size {
-            let f = slot(t.VmbChannelInitSetMaximumPacketSize)?;
-            // SAFETY: see above.
-            NtStatus(unsafe { f(h, bytes) }).ok()?;
-        }
-        if let Some((bytes, chain)) = config.maximum_external_data {
-            let f = slot(t.VmbChannelInitSetMaximumExternalData)?;
-            // SAFETY: see above.
-            NtStatus(unsafe { f(h, bytes, chain) }).ok()?;
-        }
-        if let Some(count) = config.maximum_packet_count {
-            let f = slot(t.VmbChannelInitSetMaximumPacketCount)?;
-            // SAFETY: see above.
-            NtStatus(unsafe { f(h, count) }).ok()?;
-        }
-        if let Some(bytes) = config.client_context_size {
-            let f = slot(t.VmbChannelInitSetClientContextSize)?;
-            // SAFETY: see above.
-            NtStatus(unsafe { f(h, bytes) }).ok()?;
-        }
-        if let Some(name) = config.friendly_name {
-            let f = slot(t.VmbChannelInitSetFriendlyName)?;
-            let bytes = u16::try_from(name.len().saturating_mul(2))
-                .map_err(|_| NtStatus::INVALID_PARAMETER_2)?;
-            let unicode = sys::UNICODE_STRING {
-                Length: bytes,
-                MaximumLength: bytes,
-                Buffer: name.as_ptr().cast_mut(),
-            };
-            // SAFETY: see above; the name is 'static, KMCL only reads it.
-            NtStatus(unsafe { f(h, &raw const unicode) }).ok()?;
-        }
-        if let Some(flags) = config.flags {
-            let f = slot(t.VmbChannelInitSetFlags)?;
-            // SAFETY: see above.
-            NtStatus(unsafe { f(h, flags.bits()) }).ok()?;
-        }
-        if let Some((interface_type, instance)) = &config.target_pnp {
-            let f = slot(t.VmbClientChannelInitSetTargetPnp)?;
-            let instance = instance.as_ref().map_or(ptr::null(), ptr::from_ref);
-            // SAFETY: see above; the GUIDs outlive the call.
-            NtStatus(unsafe {
-                f(
-                    h,
-                    interface_type,
-                    instance,
-                    Some(callbacks::pnp_failure::<H>),
-                )
-            })
-            .ok()?;
-        }
-        if let Some(index) = config.target_processor {
-            let f = slot(t.VmbClientChannelInitSetTargetProcessorIndex)?;
-            // SAFETY: see above.
-            NtStatus(unsafe { f(h, index) }).ok()?;
-        }
-        if let Some((primary, index)) = config.primary_channel {
-            let f = slot(t.VmbChannelInitSetPrimaryChannel)?;
-            // SAFETY: see above; `primary` is live per `ChannelConfig::primary_channel`.
-            NtStatus(unsafe { f(h, primary, index) }).ok()?;
-        }
-        if let Some((initial, increment, maximum)) = config.bounce_buffer_sizes {
-            let f = slot(t.VmbChannelInitSetBounceBufferSizes)?;
-            // SAFETY: see above.
-            NtStatus(unsafe { f(h, initial, increment, maximum) }).ok()?;
-        }
-        if config.incoming_processing_at_passive {
-            let f = slot(t.VmbChannelSetIncomingProcessingAtPassive)?;
-            // SAFETY: see above.
-            unsafe { f(h, 1) };
-        }
-        if self.interface.supports(InterfaceVersion::V5) {
-            let f = slot(t.VmbChannelInitSetInlinePacketContextSize)?;
-            // SAFETY: see above.
-            NtStatus(unsafe { f(h, size_of::<*mut c_void>() as u32) }).ok()?;
-        }
-        Ok(())
-    }
-
-    /// Registers the callbacks with this channel's (now fixed) address and opens the channel
-    /// (`VmbChannelEnable`). On V5 the Ex callbacks carry the channel as their context; before
-    /// V5 the legacy callbacks find it through `VmbChannelSetPointer`.
-    ///
-    /// [`ChannelHandler::opened`], `started` and `post_started` run before this returns.
-    ///
-    /// # Errors
-    /// `STATUS_INVALID_DEVICE_STATE` if the channel is already enabled (or being enabled);
-    /// the failing KMCL status otherwise (including an error returned by `opened`). After an
-    /// error the channel can be dropped or enabled again.
-    ///
-    /// IRQL: PASSIVE_LEVEL.
-    pub fn enable(self: Pin<&Self>) -> Result<()> {
-        let this = self.get_ref();
-        let previous = this.state.load(Ordering::Acquire);
-        if previous == ENABLING || previous == ENABLED {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
-        }
-        if this
-            .state
-            .compare_exchange(previous, ENABLING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
-        }
-        let result = this.register_and_enable();
-        let next = if result.is_ok() { ENABLED } else { previous };
-        this.state.store(next, Ordering::Release);
-        result
-    }
-
-    /// The body of [`enable`](Self::enable), run in the ENABLING state.
+    /// The body of [`Channel::enable`], run in the ENABLING state.
     fn register_and_enable(&self) -> Result<()> {
         let t = self.interface.raw();
         let context = ptr::from_ref(self).cast_mut().cast::<c_void>();
         routes::publish(t);
-        let set_pointer = slot(t.VmbChannelSetPointer)?;
-        // SAFETY: stores this pinned channel's address on its own KMCL channel.
-        unsafe { set_pointer(self.handle, context) };
-
         let set_state = slot(t.VmbChannelInitSetStateChangeCallbacks)?;
         let registered = self.callbacks.get();
         if self.interface.supports(InterfaceVersion::V5) {
             let v5 = callbacks::state_callbacks_v5::<H>(context);
-            // SAFETY: ENABLING is held, so nothing else reads or writes `callbacks`.
+            // SAFETY: the owner holds `&mut`, and no callback is registered while disabled, so
+            // nothing else reads or writes `callbacks`.
             unsafe { registered.write(StateCallbacks { v5 }) };
             // SAFETY: a V5 struct passed as the V1 pointer type, told apart by Version/Size as
-            // the header intends; it lives in the pinned channel.
+            // the header intends; it lives in the core.
             NtStatus(unsafe { set_state(self.handle, registered.cast()) }).ok()?;
             let set_packets = slot(t.VmbChannelInitSetProcessPacketCallbacksEx)?;
-            // SAFETY: trampolines for `H` with this channel as their context.
+            // SAFETY: trampolines for `H` with this core as their context.
             NtStatus(unsafe {
                 set_packets(
                     self.handle,
@@ -521,12 +565,12 @@ impl<H: ChannelHandler> Channel<H> {
             .ok()?;
         } else {
             let v1 = callbacks::state_callbacks_v1::<H>();
-            // SAFETY: ENABLING is held, so nothing else reads or writes `callbacks`.
+            // SAFETY: as above.
             unsafe { registered.write(StateCallbacks { v1 }) };
-            // SAFETY: the V1 struct, living in the pinned channel.
+            // SAFETY: the V1 struct, living in the core.
             NtStatus(unsafe { set_state(self.handle, registered.cast()) }).ok()?;
             let set_packets = slot(t.VmbChannelInitSetProcessPacketCallbacks)?;
-            // SAFETY: legacy trampolines for `H`; they find this channel via its pointer.
+            // SAFETY: legacy trampolines for `H`; they find this core via its pointer.
             NtStatus(unsafe {
                 set_packets(
                     self.handle,
@@ -537,62 +581,36 @@ impl<H: ChannelHandler> Channel<H> {
             .ok()?;
         }
         let enable = slot(t.VmbChannelEnable)?;
-        // SAFETY: a configured channel whose callbacks point at this pinned value.
+        // SAFETY: a configured channel whose callbacks point at this core.
         NtStatus(unsafe { enable(self.handle) }).ok()
     }
 
-    /// Closes the channel (`VmbChannelDisable`), waiting until it is torn down: no callback of
-    /// this channel runs after this returns, and KMCL has completed the packets in flight. A
-    /// no-op when not enabled. The channel may be enabled again.
-    ///
-    /// IRQL: PASSIVE_LEVEL.
-    pub fn disable(self: Pin<&Self>) {
-        self.get_ref().disable_now();
+    /// Enters for a send (the channel enabling or enabled): disable waits for the holder
+    /// before `VmbChannelDisable`, and teardown (which disables first) before cleanup.
+    #[inline(always)]
+    pub(crate) fn enter(&self) -> Result<RundownGuard<'_>> {
+        self.sends.acquire().ok_or(NtStatus::INVALID_DEVICE_STATE)
     }
 
-    pub(crate) fn disable_now(&self) {
-        let was_enabled = self
-            .state
-            .compare_exchange(ENABLED, DISABLED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if let (true, Some(disable)) = (was_enabled, self.interface.raw().VmbChannelDisable) {
-            // SAFETY: an enabled channel; KMCL waits for its callbacks before returning.
-            unsafe { disable(self.handle) };
-        }
+    /// Enters for a call that only needs the KMCL handle to exist (any state before teardown).
+    #[inline(always)]
+    pub(crate) fn enter_any(&self) -> Result<RundownGuard<'_>> {
+        self.rundown.acquire().ok_or(NtStatus::INVALID_DEVICE_STATE)
     }
 
-    /// True between a successful [`enable`](Self::enable) and [`disable`](Self::disable).
+    /// True while packets may be pended: enabling or enabled (SeqCst: pairs with
+    /// `disable`'s store of DISABLING before its cancel pass).
+    pub(crate) fn accepts_pended(&self) -> bool {
+        let state = self.lifecycle.load(Ordering::SeqCst);
+        state == ENABLED || state == ENABLING
+    }
+
+    /// True between a successful [`Channel::enable`] and [`Channel::disable`].
     ///
     /// IRQL: any.
     #[must_use]
     pub fn is_enabled(&self) -> bool {
-        self.state.load(Ordering::Acquire) == ENABLED
-    }
-
-    /// `VmbChannelPause`: stops packet delivery ([`ChannelHandler::suspend`] runs).
-    /// IRQL: PASSIVE_LEVEL.
-    ///
-    /// # Errors
-    /// `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled.
-    pub fn pause(&self) -> Result<()> {
-        self.require_enabled()?;
-        let f = slot(self.interface.raw().VmbChannelPause)?;
-        // SAFETY: an enabled channel.
-        unsafe { f(self.handle) };
-        Ok(())
-    }
-
-    /// `VmbChannelStart`: resumes packet delivery after [`pause`](Self::pause)
-    /// ([`ChannelHandler::started`] runs). IRQL: PASSIVE_LEVEL.
-    ///
-    /// # Errors
-    /// `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled.
-    pub fn start(&self) -> Result<()> {
-        self.require_enabled()?;
-        let f = slot(self.interface.raw().VmbChannelStart)?;
-        // SAFETY: an enabled channel.
-        unsafe { f(self.handle) };
-        Ok(())
+        self.lifecycle.load(Ordering::Acquire) == ENABLED
     }
 
     pub(crate) fn require_enabled(&self) -> Result<()> {
@@ -600,6 +618,68 @@ impl<H: ChannelHandler> Channel<H> {
             Ok(())
         } else {
             Err(NtStatus::INVALID_DEVICE_STATE)
+        }
+    }
+
+    /// Whether incoming packets arrive at PASSIVE_LEVEL (fixed while the channel is enabled).
+    pub(crate) fn delivers_at_passive(&self) -> bool {
+        self.at_passive.load(Ordering::Acquire)
+    }
+
+    /// Remembers a packet deferred to PASSIVE_LEVEL (best effort: when all slots are taken its
+    /// redelivery just gets no token).
+    pub(crate) fn remember_deferred(&self, completion: sys::VMBPACKETCOMPLETION) {
+        for entry in &self.deferred {
+            if entry
+                .compare_exchange(
+                    ptr::null_mut(),
+                    completion.cast(),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                self.deferred_count.fetch_add(1, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn has_deferred(&self) -> bool {
+        self.deferred_count.load(Ordering::Acquire) != 0
+    }
+
+    /// True (once) when `completion` is a packet this channel deferred to PASSIVE_LEVEL.
+    #[inline(always)]
+    pub(crate) fn take_deferred(&self, completion: sys::VMBPACKETCOMPLETION) -> bool {
+        if self.deferred_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        for entry in &self.deferred {
+            if entry
+                .compare_exchange(
+                    completion.cast(),
+                    ptr::null_mut(),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                self.deferred_count.fetch_sub(1, Ordering::Release);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Forgets deferred packets that were never redelivered (KMCL drops them at disable), so a
+    /// later packet reusing the handle is not mistaken for one.
+    fn forget_deferred(&self) {
+        for entry in &self.deferred {
+            if !entry.swap(ptr::null_mut(), Ordering::AcqRel).is_null() {
+                self.deferred_count.fetch_sub(1, Ordering::Release);
+            }
         }
     }
 
@@ -611,16 +691,23 @@ impl<H: ChannelHandler> Channel<H> {
         &self.handler
     }
 
-    /// The interface this channel was made from.
-    ///
-    /// IRQL: any.
-    #[must_use]
-    pub fn interface(&self) -> &KmclInterface {
+    /// The table this channel calls through (crate-internal: it holds no interface reference).
+    pub(crate) fn interface(&self) -> &KmclInterface {
         &self.interface
     }
 
+    /// The negotiated interface version of the channel's KMCL.
+    ///
+    /// IRQL: any.
+    #[must_use]
+    pub fn version(&self) -> InterfaceVersion {
+        self.interface.version()
+    }
+
     /// The raw `VMBCHANNEL`, for calls this crate does not wrap. Do not call
-    /// `VmbChannelSetPointer` on it: the crate stores the channel's address there.
+    /// `VmbChannelSetPointer` on it: the crate stores the core's address there.
+    ///
+    /// IRQL: any.
     #[must_use]
     pub fn as_raw(&self) -> sys::VMBCHANNEL {
         self.handle
@@ -628,12 +715,12 @@ impl<H: ChannelHandler> Channel<H> {
 
     /// Checks an in-band length against the configured maximum packet size (KMCL checks it
     /// too; checking here keeps the bad call away from KMCL).
+    #[inline(always)]
     pub(crate) fn check_packet_len(&self, len: usize) -> Result<u32> {
-        let len = u32::try_from(len).map_err(|_| NtStatus::INVALID_PARAMETER_3)?;
-        if self.maximum_packet_size != 0 && len > self.maximum_packet_size {
+        if len > self.maximum_packet_size as usize {
             return Err(NtStatus::INVALID_PARAMETER_3);
         }
-        Ok(len)
+        Ok(len as u32)
     }
 
     /// Bytes of per-incoming-packet client context configured.
@@ -645,10 +732,12 @@ impl<H: ChannelHandler> Channel<H> {
     /// (delivered and not yet completed).
     ///
     /// # Errors
-    /// `STATUS_NOT_SUPPORTED` if the slot is missing.
+    /// `STATUS_NOT_SUPPORTED` if the slot is missing; `STATUS_INVALID_DEVICE_STATE` after
+    /// teardown.
     ///
     /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn set_transaction_quota(&self, quota: u32) -> Result<()> {
+        let _entered = self.enter_any()?;
         let f = slot(self.interface.raw().VmbChannelSetTransactionQuota)?;
         // SAFETY: a live channel and a plain value.
         unsafe { f(self.handle, quota) };
@@ -659,10 +748,11 @@ impl<H: ChannelHandler> Channel<H> {
     /// one.
     ///
     /// # Errors
-    /// The KMCL status.
+    /// The KMCL status; `STATUS_INVALID_DEVICE_STATE` after teardown.
     ///
     /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn set_interrupt_latency(&self, microseconds: u16) -> Result<u16> {
+        let _entered = self.enter_any()?;
         let f = slot(self.interface.raw().VmbChannelSetInterruptLatency)?;
         let mut original = 0_u16;
         // SAFETY: a live channel and a valid out pointer.
@@ -670,32 +760,16 @@ impl<H: ChannelHandler> Channel<H> {
         Ok(original)
     }
 
-    /// `VmbChannelSetIncomingProcessingAtPassive`: deliver incoming packets at PASSIVE_LEVEL
-    /// (`true`) or DISPATCH_LEVEL (`false`).
-    ///
-    /// # Errors
-    /// `STATUS_NOT_SUPPORTED` if the slot is missing.
-    ///
-    /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
-    pub fn set_incoming_processing_at_passive(&self, at_passive: bool) -> Result<()> {
-        let f = slot(
-            self.interface
-                .raw()
-                .VmbChannelSetIncomingProcessingAtPassive,
-        )?;
-        // SAFETY: a live channel and a BOOLEAN.
-        unsafe { f(self.handle, u8::from(at_passive)) };
-        Ok(())
-    }
-
     /// `VmbChannelSetAllowableDpcCpuUsage` (V5): percentage of a CPU, 1..=100, the channel's
     /// DPCs may use.
     ///
     /// # Errors
-    /// `STATUS_INVALID_PARAMETER_2` outside 1..=100; `STATUS_NOT_SUPPORTED` before V5.
+    /// `STATUS_INVALID_PARAMETER_2` outside 1..=100; `STATUS_NOT_SUPPORTED` before V5;
+    /// `STATUS_INVALID_DEVICE_STATE` after teardown.
     ///
     /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn set_allowable_dpc_cpu_usage(&self, percent: u8) -> Result<()> {
+        let _entered = self.enter_any()?;
         let f = slot(self.interface.raw().VmbChannelSetAllowableDpcCpuUsage)?;
         if !(sys::KMCL_DPC_CPU_USAGE_MIN..=sys::KMCL_DPC_CPU_USAGE_MAX).contains(&percent) {
             return Err(NtStatus::INVALID_PARAMETER_2);
@@ -708,10 +782,12 @@ impl<H: ChannelHandler> Channel<H> {
     /// `VmbChannelGetInterfaceInstance`: the instance GUID identifying the channel.
     ///
     /// # Errors
-    /// `STATUS_NOT_SUPPORTED` if the slot is missing.
+    /// `STATUS_NOT_SUPPORTED` if the slot is missing; `STATUS_INVALID_DEVICE_STATE` after
+    /// teardown.
     ///
     /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn interface_instance(&self) -> Result<sys::GUID> {
+        let _entered = self.enter_any()?;
         let f = slot(self.interface.raw().VmbChannelGetInterfaceInstance)?;
         let mut guid = core::mem::MaybeUninit::<sys::GUID>::zeroed();
         // SAFETY: a live channel and a GUID-sized out buffer.
@@ -724,10 +800,12 @@ impl<H: ChannelHandler> Channel<H> {
     /// (0, 0) when it has none.
     ///
     /// # Errors
-    /// `STATUS_NOT_SUPPORTED` if the slot is missing.
+    /// `STATUS_NOT_SUPPORTED` if the slot is missing; `STATUS_INVALID_DEVICE_STATE` after
+    /// teardown.
     ///
     /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn mmio_space(&self) -> Result<(u64, u64)> {
+        let _entered = self.enter_any()?;
         let f = slot(self.interface.raw().VmbChannelGetMmioSpace)?;
         let (mut address, mut size) = (0_u64, 0_u64);
         // SAFETY: a live channel and two valid out pointers.
@@ -738,10 +816,11 @@ impl<H: ChannelHandler> Channel<H> {
     /// `VmbChannelGetTargetDeviceObject` (V2).
     ///
     /// # Errors
-    /// `STATUS_NOT_SUPPORTED` before V2.
+    /// `STATUS_NOT_SUPPORTED` before V2; `STATUS_INVALID_DEVICE_STATE` after teardown.
     ///
     /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn target_device_object(&self) -> Result<sys::PDEVICE_OBJECT> {
+        let _entered = self.enter_any()?;
         let f = slot(self.interface.raw().VmbChannelGetTargetDeviceObject)?;
         let mut device = ptr::null_mut();
         // SAFETY: a live channel and a valid out pointer.
@@ -752,10 +831,11 @@ impl<H: ChannelHandler> Channel<H> {
     /// `VmbChannelGetParentDeviceObject` (V2).
     ///
     /// # Errors
-    /// `STATUS_NOT_SUPPORTED` before V2.
+    /// `STATUS_NOT_SUPPORTED` before V2; `STATUS_INVALID_DEVICE_STATE` after teardown.
     ///
     /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
     pub fn parent_device_object(&self) -> Result<sys::PDEVICE_OBJECT> {
+        let _entered = self.enter_any()?;
         let f = slot(self.interface.raw().VmbChannelGetParentDeviceObject)?;
         let mut device = ptr::null_mut();
         // SAFETY: a live channel and a valid out pointer.
@@ -768,10 +848,13 @@ impl<H: ChannelHandler> Channel<H> {
     ///
     /// # Errors
     /// `STATUS_INVALID_PARAMETER_2` for 0 or a size that is not a page multiple (checked
-    /// before calling KMCL); `STATUS_NOT_SUPPORTED` before V3; the KMCL status.
+    /// before calling KMCL); `STATUS_NOT_SUPPORTED` before V3; `STATUS_INVALID_DEVICE_STATE`
+    /// after teardown; the KMCL status.
     ///
     /// IRQL: PASSIVE_LEVEL (allocates memory).
-    pub fn allocate_bounce_buffer(&self, bytes: u32) -> Result<()> {
+    pub fn allocate_bounce_buffer(&self, irql: &PassiveLevel, bytes: u32) -> Result<()> {
+        let _ = irql;
+        let _entered = self.enter_any()?;
         let f = slot(self.interface.raw().VmbChannelAllocateBounceBuffer)?;
         if bytes == 0 || !bytes.is_multiple_of(sys::KMCL_PAGE_SIZE) {
             return Err(NtStatus::INVALID_PARAMETER_2);
@@ -783,17 +866,20 @@ impl<H: ChannelHandler> Channel<H> {
     /// `VmbChannelSizeofPacket`: bytes of caller storage one packet needs.
     ///
     /// # Errors
-    /// `STATUS_NOT_SUPPORTED` if the slot is missing.
+    /// `STATUS_NOT_SUPPORTED` if the slot is missing; `STATUS_INVALID_DEVICE_STATE` after
+    /// teardown.
     ///
     /// IRQL: ≤ DISPATCH_LEVEL.
     pub fn packet_storage_size(&self) -> Result<u32> {
+        let _entered = self.enter_any()?;
         let f = slot(self.interface.raw().VmbChannelSizeofPacket)?;
         // SAFETY: a live channel.
         Ok(unsafe { f(self.handle) })
     }
 }
 
-/// `VmbSizeofChannel` (V5): bytes of caller storage [`Channel::new_in_storage`] needs.
+/// `VmbSizeofChannel` (V5): bytes of KMCL channel storage that
+/// [`ChannelConfig::kmcl_storage_in_channel`] adds to the channel's allocation.
 ///
 /// # Errors
 /// `STATUS_NOT_SUPPORTED` before V5.
@@ -805,23 +891,56 @@ pub fn channel_storage_size(interface: &KmclInterface) -> Result<u32> {
     Ok(unsafe { f() })
 }
 
-impl<H: ChannelHandler> Drop for Channel<H> {
-    fn drop(&mut self) {
-        self.disable_now();
-        if let Some(cleanup) = self.interface.raw().VmbChannelCleanup {
-            // SAFETY: the channel is disabled (or was never enabled) and nothing borrows it;
-            // cleanup disposes of both allocated and caller-storage channels.
-            unsafe { cleanup(self.handle) };
-        }
+impl<H: ChannelHandler> core::fmt::Debug for ChannelCore<H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ChannelCore")
+            .field("handle", &self.handle)
+            .field("enabled", &self.is_enabled())
+            .field("version", &self.interface.version())
+            .finish_non_exhaustive()
     }
 }
 
 impl<H: ChannelHandler> core::fmt::Debug for Channel<H> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Channel")
-            .field("handle", &self.handle)
-            .field("enabled", &self.is_enabled())
-            .field("version", &self.interface.version())
-            .finish_non_exhaustive()
+        f.debug_tuple("Channel").field(self.core()).finish()
+    }
+}
+
+impl<H: ChannelHandler> core::fmt::Debug for ChannelRef<H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("ChannelRef").field(self.deref()).finish()
+    }
+}
+
+/// The slots of the send and completion paths, resolved once.
+#[derive(Clone, Copy)]
+pub(crate) struct SendSlots {
+    pub(crate) allocate: sys::FN_VMB_PACKET_ALLOCATE,
+    pub(crate) send: sys::FN_VMB_PACKET_SEND,
+    pub(crate) free: sys::FN_VMB_PACKET_FREE,
+    pub(crate) inline: Option<(
+        sys::FN_VMB_PACKET_GET_INLINE_PACKET_CONTEXT_POINTER,
+        sys::FN_VMB_PACKET_SET_COMPLETION_ROUTINE_EX,
+    )>,
+}
+
+impl SendSlots {
+    fn resolve(interface: &KmclInterface) -> Result<Self> {
+        let t = interface.raw();
+        let inline = if interface.supports(InterfaceVersion::V5) {
+            Some((
+                slot(t.VmbPacketGetInlinePacketContextPointer)?,
+                slot(t.VmbPacketSetCompletionRoutineEx)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            allocate: slot(t.VmbPacketAllocate)?,
+            send: slot(t.VmbPacketSend)?,
+            free: slot(t.VmbPacketFree)?,
+            inline,
+        })
     }
 }

@@ -68,6 +68,8 @@ const ALL_SLOTS: usize = InterfaceVersion::V5.slot_count();
 pub struct KmclInterface {
     table: sys::KMCL_CLIENT_INTERFACE_V5,
     version: InterfaceVersion,
+    /// False only for the crate's internal table copies, which hold no reference.
+    owns_reference: bool,
 }
 
 // SAFETY: the table holds KMCL function pointers, callable from any thread at the IRQLs KMCL
@@ -119,7 +121,11 @@ impl KmclInterface {
     /// Takes over a filled table: checks the header and that every slot of `version` is set;
     /// on failure releases the reference the table carries.
     fn validated(table: sys::KMCL_CLIENT_INTERFACE_V5, version: InterfaceVersion) -> Result<Self> {
-        let interface = Self { table, version };
+        let interface = Self {
+            table,
+            version,
+            owns_reference: true,
+        };
         let header = &interface.table.InterfaceHeader;
         let header_ok = (header.Size == 0 || header.Size >= version.struct_size())
             && (header.Version == 0 || header.Version >= version.number());
@@ -136,14 +142,14 @@ impl KmclInterface {
         let first_slot = (&raw const self.table)
             .cast::<u8>()
             .wrapping_add(size_of::<sys::INTERFACE>())
-            .cast::<[usize; ALL_SLOTS]>();
+            .cast::<[*const (); ALL_SLOTS]>();
         // SAFETY: the V5 struct is the 32-byte INTERFACE header followed by exactly ALL_SLOTS
         // pointer-sized `Option<fn>` slots (asserted in sys::layout), so this reads initialized
-        // memory inside `self.table`, suitably aligned; a null slot reads as 0.
+        // memory inside `self.table`, suitably aligned; a null slot reads as a null pointer.
         let slots = unsafe { first_slot.read() };
         slots
             .get(..version.slot_count())
-            .is_some_and(|granted| granted.iter().all(|&slot| slot != 0))
+            .is_some_and(|granted| granted.iter().all(|slot| !slot.is_null()))
     }
 
     /// The negotiated version.
@@ -164,6 +170,16 @@ impl KmclInterface {
         &self.table
     }
 
+    /// A copy of the table that takes and releases no reference (for a channel, which holds its
+    /// own reference separately and releases it at teardown).
+    pub(crate) fn table_copy(&self) -> Self {
+        Self {
+            table: self.table,
+            version: self.version,
+            owns_reference: false,
+        }
+    }
+
     /// The provider's interface context (`INTERFACE.Context`).
     fn context(&self) -> *mut c_void {
         self.table.InterfaceHeader.Context
@@ -181,6 +197,7 @@ impl Clone for KmclInterface {
         Self {
             table: self.table,
             version: self.version,
+            owns_reference: true,
         }
     }
 }
@@ -188,6 +205,9 @@ impl Clone for KmclInterface {
 /// Releases the reference (`InterfaceDereference(Context)`).
 impl Drop for KmclInterface {
     fn drop(&mut self) {
+        if !self.owns_reference {
+            return;
+        }
         if let Some(dereference) = self.table.InterfaceHeader.InterfaceDereference {
             // SAFETY: this value owns exactly one reference, released exactly once here.
             unsafe { dereference(self.context()) };
@@ -254,15 +274,12 @@ mod tests {
             let words = (&raw mut table)
                 .cast::<u8>()
                 .wrapping_add(32)
-                .cast::<usize>();
+                .cast::<*const ()>();
             for i in 0..v.slot_count() {
                 if Some(i) != hole {
-                    // SAFETY: slot i of the V5 table; every slot is one pointer-sized word.
-                    unsafe {
-                        words
-                            .wrapping_add(i)
-                            .write(sizeof_channel as *const () as usize)
-                    };
+                    // SAFETY: slot i of the V5 table; every slot is one pointer-sized word. A
+                    // function pointer stored as a data pointer keeps its provenance.
+                    unsafe { words.wrapping_add(i).write(sizeof_channel as *const ()) };
                 }
             }
             // SAFETY: the caller's buffer holds `size` bytes; copy exactly that many.

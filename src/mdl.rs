@@ -4,6 +4,7 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
+use crate::host_bytes::HostBytes;
 use crate::sys;
 
 /// `MDL_MAPPED_TO_SYSTEM_VA`: `MappedSystemVa` is valid.
@@ -100,11 +101,12 @@ impl<'a> MdlView<'a> {
         unsafe { core::slice::from_raw_parts(array, self.page_count()) }
     }
 
-    /// The data as bytes, when the MDL says it is mapped in system space
-    /// (`MDL_MAPPED_TO_SYSTEM_VA` or `MDL_SOURCE_IS_NONPAGED_POOL`); `None` otherwise (map it
-    /// with `MmGetSystemAddressForMdlSafe`).
+    /// The data, when the MDL says it is mapped in system space (`MDL_MAPPED_TO_SYSTEM_VA` or
+    /// `MDL_SOURCE_IS_NONPAGED_POOL`); `None` otherwise (map it with
+    /// `MmGetSystemAddressForMdlSafe`). External data is host memory the host may change: the
+    /// view only copies.
     #[must_use]
-    pub fn mapped_bytes(&self) -> Option<&'a [u8]> {
+    pub fn mapped_bytes(&self) -> Option<HostBytes<'a>> {
         let m = self.mdl;
         let base = if m.MdlFlags & MDL_MAPPED_TO_SYSTEM_VA != 0 {
             m.MappedSystemVa.cast::<u8>()
@@ -117,7 +119,7 @@ impl<'a> MdlView<'a> {
             return None;
         }
         // SAFETY: a mapped MDL's system address covers `ByteCount` readable bytes for 'a.
-        Some(unsafe { core::slice::from_raw_parts(base, m.ByteCount as usize) })
+        Some(unsafe { HostBytes::from_raw(base, m.ByteCount as usize) })
     }
 
     /// The raw MDL.

@@ -1,8 +1,11 @@
 //! Outgoing packets: [`OutgoingPacket`] (`VmbPacketAllocate` … `VmbPacketFree`), the send calls,
 //! the synchronous request, and the [`Completion`] a handler receives.
 //!
-//! Ownership: an `OutgoingPacket` owns its `VMBPACKET` until it is sent. A successful send
-//! passes it to KMCL; the crate's completion routine hands the completion to
+//! Ownership: an `OutgoingPacket` owns its `VMBPACKET` until it is sent. It exists only inside
+//! a scope ([`ChannelCore::with_packet`], [`PacketPool::with_packet`](crate::PacketPool::with_packet))
+//! that holds the channel's rundown reference, so teardown cannot clean the channel up under an
+//! unsent packet, and forgetting the packet leaks it without holding teardown up. A successful
+//! send passes it to KMCL; the crate's completion routine hands the completion to
 //! [`ChannelHandler::packet_completed`] and then frees the packet. A failed send frees it at
 //! once and drops the context. Nothing on these paths allocates.
 
@@ -11,32 +14,44 @@ use core::ptr::{self, NonNull};
 use core::time::Duration;
 
 use crate::callbacks;
-use crate::channel::Channel;
+use crate::channel::ChannelCore;
 use crate::flags::SendFlags;
 use crate::handler::{ChannelHandler, PacketContext};
-use crate::interface::{InterfaceVersion, slot};
+use crate::host_bytes::HostBytes;
+use crate::interface::slot;
+use crate::irql::PassiveLevel;
 use crate::status::{NtStatus, Result};
 use crate::sys;
 
 /// What a handler learns when an outgoing packet completes.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Completion<'a, C> {
     /// The completion status: `STATUS_SUCCESS`, or e.g. `STATUS_CANCELLED` when the channel
     /// was closed with the packet in flight.
     pub status: NtStatus,
-    /// The opposite endpoint's response bytes (empty without `WAIT_FOR_COMPLETION`). Valid only
-    /// during the callback.
-    pub response: &'a [u8],
+    /// The opposite endpoint's response bytes (empty without `WAIT_FOR_COMPLETION`), in memory
+    /// the host may still change: copy, then validate. Valid only during the callback.
+    pub response: HostBytes<'a>,
     /// The context given when the packet was sent.
     pub context: C,
 }
 
-/// A packet not yet sent: from KMCL's pool ([`Channel::allocate_packet`], freed with
-/// `VmbPacketFree` if dropped unsent) or from caller storage
-/// ([`PacketPool::allocate`](crate::PacketPool::allocate), its slot released if dropped
-/// unsent). Borrows its channel.
+/// A packet not yet sent: from KMCL's pool ([`ChannelCore::with_packet`], freed with
+/// `VmbPacketFree` if dropped unsent) or from a packet pool
+/// ([`PacketPool::with_packet`](crate::PacketPool::with_packet), its slot released if dropped
+/// unsent). It lives only inside that scope:
+///
+/// ```compile_fail
+/// # use vmbus_kmcl::{ChannelCore, ChannelHandler, OutgoingPacket};
+/// # struct H;
+/// # impl ChannelHandler for H { type PacketContext = (); }
+/// fn escape(channel: &ChannelCore<H>) {
+///     let _kept = channel.with_packet(|packet| packet); // the packet cannot leave the scope
+/// }
+/// ```
 pub struct OutgoingPacket<'c, H: ChannelHandler> {
-    channel: &'c Channel<H>,
+    channel: &'c ChannelCore<H>,
     handle: sys::VMBPACKET,
     origin: Origin,
 }
@@ -50,63 +65,75 @@ pub(crate) enum Origin {
     Pooled,
 }
 
-impl<H: ChannelHandler> Channel<H> {
-    /// `VmbPacketAllocate`: a packet from the channel's pool.
+impl<H: ChannelHandler> ChannelCore<H> {
+    /// Allocates a packet from the channel's pool (`VmbPacketAllocate`) and sends `data`
+    /// in-band (`VmbPacketSend`). With [`SendFlags::WAIT_FOR_COMPLETION`] the opposite
+    /// endpoint's response reaches [`ChannelHandler::packet_completed`] with `context`.
     ///
     /// # Errors
-    /// `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled;
-    /// `STATUS_INSUFFICIENT_RESOURCES` when KMCL has no packet (pool exhausted).
+    /// `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled (or torn down);
+    /// `STATUS_INVALID_PARAMETER_3` for data longer than the configured maximum packet size;
+    /// `STATUS_INSUFFICIENT_RESOURCES` when KMCL has no packet; the KMCL status of the send.
+    /// On error `context` is dropped.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (`PAGED_BUFFER` data: PASSIVE_LEVEL).
+    #[inline]
+    pub fn send(&self, data: &[u8], flags: SendFlags, context: H::PacketContext) -> Result<()> {
+        self.with_packet(|packet| packet.send(data, flags, context))?
+    }
+
+    /// Runs `f` with a packet from the channel's pool (`VmbPacketAllocate`), for the MDL and
+    /// PFN sends; a packet `f` does not send is freed (`VmbPacketFree`) when it returns.
+    ///
+    /// # Errors
+    /// `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled (or torn down);
+    /// `STATUS_INSUFFICIENT_RESOURCES` when KMCL has no packet (`f` is not called).
     ///
     /// IRQL: ≤ DISPATCH_LEVEL.
-    pub fn allocate_packet(&self) -> Result<OutgoingPacket<'_, H>> {
-        self.require_enabled()?;
-        let allocate = slot(self.interface().raw().VmbPacketAllocate)?;
-        // SAFETY: an enabled channel.
+    #[inline]
+    pub fn with_packet<R>(&self, f: impl FnOnce(OutgoingPacket<'_, H>) -> R) -> Result<R> {
+        let _entered = self.enter()?;
+        let allocate = self.send_slots.allocate;
+        // SAFETY: an enabled channel, held open by the rundown reference.
         let handle = unsafe { allocate(self.as_raw()) };
         if handle.is_null() {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
-        Ok(OutgoingPacket {
+        Ok(f(OutgoingPacket {
             channel: self,
             handle,
             origin: Origin::Allocated,
-        })
-    }
-
-    /// Allocates a packet and sends `data` in-band (`VmbPacketAllocate` + `VmbPacketSend`).
-    /// With [`SendFlags::WAIT_FOR_COMPLETION`] the opposite endpoint's response reaches
-    /// [`ChannelHandler::packet_completed`] with `context`.
-    ///
-    /// # Errors
-    /// As [`allocate_packet`](Self::allocate_packet) and [`OutgoingPacket::send`].
-    ///
-    /// IRQL: ≤ DISPATCH_LEVEL (`PAGED_BUFFER` data: PASSIVE_LEVEL).
-    pub fn send(&self, data: &[u8], flags: SendFlags, context: H::PacketContext) -> Result<()> {
-        self.allocate_packet()?.send(data, flags, context)
+        }))
     }
 
     /// `VmbChannelSendSynchronousRequest`: sends `request` and waits for its completion,
     /// copying the response into `response`; returns the response length in bytes.
     ///
     /// `response.len()` must be a multiple of 8 (it may be 0 when no response is wanted).
-    /// `timeout`: `None` waits forever; `Some(Duration::ZERO)` does not wait and does not
-    /// queue the request when the ring is full; otherwise a relative timeout (100 ns units).
+    /// `timeout`: `Duration::ZERO` does not wait and does not queue the request when the ring
+    /// is full; otherwise a relative timeout in 100 ns units, rounded up (a non-zero timeout
+    /// never becomes "do not wait"). There is no "wait forever": [`Channel::disable`] waits for
+    /// a request in progress, so the timeout bounds how long a disable can be held up by a host
+    /// that never answers.
+    ///
+    /// [`Channel::disable`]: crate::Channel::disable
     ///
     /// # Errors
     /// `STATUS_INVALID_PARAMETER` for a response buffer that is not a multiple of 8 bytes or a
     /// request over 4 GiB; `STATUS_TIMEOUT` when the timeout elapsed; `STATUS_BUFFER_OVERFLOW`
     /// when the response did not fit (it was truncated); other KMCL statuses as returned.
     ///
-    /// IRQL: PASSIVE_LEVEL, unless `timeout` is `Some(Duration::ZERO)` and the flags lack
-    /// `WAIT_FOR_COMPLETION` (then ≤ DISPATCH_LEVEL).
+    /// IRQL: PASSIVE_LEVEL (it waits).
     pub fn send_synchronous(
         &self,
+        irql: &PassiveLevel,
         request: &[u8],
         flags: SendFlags,
         response: &mut [u8],
-        timeout: Option<Duration>,
+        timeout: Duration,
     ) -> Result<usize> {
-        self.require_enabled()?;
+        let _ = irql;
+        let _entered = self.enter()?;
         let send = slot(self.interface().raw().VmbChannelSendSynchronousRequest)?;
         let request_len = u32::try_from(request.len()).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let mut response_len =
@@ -123,13 +150,9 @@ impl<H: ChannelHandler> Channel<H> {
             )
         };
         let mut wait = sys::LARGE_INTEGER {
-            QuadPart: relative_timeout(timeout.unwrap_or(Duration::ZERO)),
+            QuadPart: relative_timeout(timeout),
         };
-        let wait_ptr = if timeout.is_some() {
-            &raw mut wait
-        } else {
-            ptr::null_mut()
-        };
+        let wait_ptr = &raw mut wait;
         // SAFETY: an enabled channel; the request is only read, the response buffer and its
         // in/out size describe `response`, and every pointer outlives this blocking call.
         let status = NtStatus(unsafe {
@@ -152,9 +175,9 @@ impl<H: ChannelHandler> Channel<H> {
     }
 }
 
-/// A relative kernel timeout: negative, in 100 ns units, saturating.
+/// A relative kernel timeout: negative, in 100 ns units rounded up, saturating.
 fn relative_timeout(timeout: Duration) -> i64 {
-    let units = timeout.as_nanos() / 100;
+    let units = timeout.as_nanos().div_ceil(100);
     -(i64::try_from(units).unwrap_or(i64::MAX))
 }
 
@@ -162,8 +185,9 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
     /// A packet just initialized in a `PacketPool` slot.
     ///
     /// # Safety
-    /// `handle` was initialized with `VmbPacketInitialize` in a pool slot marked busy.
-    pub(crate) unsafe fn from_pool(channel: &'c Channel<H>, handle: sys::VMBPACKET) -> Self {
+    /// `handle` was initialized with `VmbPacketInitialize` in a pool slot marked busy, and the
+    /// caller holds the channel's rundown reference for `'c`.
+    pub(crate) unsafe fn from_pool(channel: &'c ChannelCore<H>, handle: sys::VMBPACKET) -> Self {
         Self {
             channel,
             handle,
@@ -179,9 +203,10 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
     /// freed and `context` dropped.
     ///
     /// IRQL: ≤ DISPATCH_LEVEL (`PAGED_BUFFER` data: PASSIVE_LEVEL).
+    #[inline]
     pub fn send(self, data: &[u8], flags: SendFlags, context: H::PacketContext) -> Result<()> {
         let len = self.channel.check_packet_len(data.len())?;
-        let send = slot(self.channel.interface().raw().VmbPacketSend)?;
+        let send = self.channel.send_slots.send;
         self.dispatch(context, |packet| {
             // SAFETY: a prepared packet; KMCL reads `len` bytes of `data` during the call.
             unsafe {
@@ -336,8 +361,7 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
     /// Installs the crate's completion routine and stores `raw_context` in the packet.
     fn prepare(&self, raw_context: *mut c_void) -> Result<()> {
         let t = self.channel.interface().raw();
-        if self.channel.interface().supports(InterfaceVersion::V5) {
-            let context_slot = slot(t.VmbPacketGetInlinePacketContextPointer)?;
+        if let Some((context_slot, set_completion)) = self.channel.send_slots.inline {
             // SAFETY: a live packet of a channel whose inline context is one pointer (set by
             // `Channel::new` on V5).
             let inline = unsafe { context_slot(self.handle) }.cast::<*mut c_void>();
@@ -346,7 +370,6 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
             }
             // SAFETY: the inline context is pointer-sized and pointer-aligned KMCL memory.
             unsafe { inline.write_unaligned(raw_context) };
-            let set_completion = slot(t.VmbPacketSetCompletionRoutineEx)?;
             let channel = ptr::from_ref(self.channel).cast_mut().cast::<c_void>();
             let routine: sys::EVT_VMB_PACKET_COMPLETION_ROUTINE_EX = match self.origin {
                 Origin::Allocated => callbacks::packet_completion_ex::<H, true>,
@@ -381,13 +404,16 @@ impl<H: ChannelHandler> Drop for OutgoingPacket<'_, H> {
 ///
 /// # Safety
 /// Neither KMCL nor the driver uses `packet` afterwards.
-unsafe fn release<H: ChannelHandler>(channel: &Channel<H>, packet: sys::VMBPACKET, origin: Origin) {
+unsafe fn release<H: ChannelHandler>(
+    channel: &ChannelCore<H>,
+    packet: sys::VMBPACKET,
+    origin: Origin,
+) {
     match origin {
         Origin::Allocated => {
-            if let Some(free) = channel.interface().raw().VmbPacketFree {
-                // SAFETY: an allocated packet, freed exactly once per this function's contract.
-                unsafe { free(packet) };
-            }
+            let free = channel.send_slots.free;
+            // SAFETY: an allocated packet, freed exactly once per this function's contract.
+            unsafe { free(packet) };
         }
         // SAFETY: a pooled packet, per this function's contract.
         Origin::Pooled => unsafe { crate::pool::release_slot(packet) },
@@ -400,7 +426,7 @@ unsafe fn release<H: ChannelHandler>(channel: &Channel<H>, packet: sys::VMBPACKE
 /// `packet`, `buffer` and `length` are the arguments of one completion routine call for a
 /// packet of `origin` this crate sent on `channel`.
 pub(crate) unsafe fn complete<H: ChannelHandler>(
-    channel: Option<&Channel<H>>,
+    channel: Option<&ChannelCore<H>>,
     origin: Origin,
     packet: sys::VMBPACKET,
     status: NtStatus,
@@ -409,31 +435,28 @@ pub(crate) unsafe fn complete<H: ChannelHandler>(
 ) {
     // Without its channel there is no table to free through; unreachable for enabled channels.
     let Some(channel) = channel else { return };
-    let t = channel.interface().raw();
-    let raw_context = if channel.interface().supports(InterfaceVersion::V5) {
-        match t.VmbPacketGetInlinePacketContextPointer {
-            Some(context_slot) => {
-                // SAFETY: a live packet in its completion routine.
-                let inline = unsafe { context_slot(packet) }.cast::<*mut c_void>();
-                if inline.is_null() {
-                    ptr::null_mut()
-                } else {
-                    // SAFETY: written by `prepare` before the send.
-                    unsafe { inline.read_unaligned() }
-                }
-            }
-            None => ptr::null_mut(),
+    let raw_context = if let Some((context_slot, _)) = channel.send_slots.inline {
+        // SAFETY: a live packet in its completion routine.
+        let inline = unsafe { context_slot(packet) }.cast::<*mut c_void>();
+        if inline.is_null() {
+            // No word was stored (`prepare` refuses to send without an inline context), so
+            // there is nothing to decode: release the packet without a completion.
+            // SAFETY: the completion returned the packet to this crate; released exactly once.
+            unsafe { release(channel, packet, origin) };
+            return;
         }
+        // SAFETY: written by `prepare` before the send.
+        unsafe { inline.read_unaligned() }
     } else {
         crate::routes::packet_pointer(packet)
     };
     // SAFETY: stored by `prepare` from `into_raw`; each completion decodes it once.
     let context = unsafe { H::PacketContext::from_raw(raw_context) };
-    let response: &[u8] = if buffer.is_null() || length == 0 {
-        &[]
+    let response = if length == 0 {
+        HostBytes::EMPTY
     } else {
-        // SAFETY: KMCL's response buffer of `length` bytes, valid during this callback.
-        unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), length as usize) }
+        // SAFETY: KMCL's response buffer of `length` bytes (or null), valid during this callback.
+        unsafe { HostBytes::from_raw(buffer.cast::<u8>(), length as usize) }
     };
     channel.handler().packet_completed(
         channel,

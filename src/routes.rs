@@ -8,21 +8,22 @@
 //! channel is enabled. They are the same for every channel of one `vmbkmcl.sys`; V5 interfaces
 //! never read them (their Ex callbacks carry the channel as context).
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::sys;
 
-/// Function addresses (0 = not yet published).
+/// Function pointers stored as data pointers (null = not yet published). A pointer keeps its
+/// provenance through the cast and back; an integer would not.
 struct LegacyRoutes {
-    channel_get_pointer: AtomicUsize,
-    packet_get_channel: AtomicUsize,
-    packet_get_pointer: AtomicUsize,
+    channel_get_pointer: AtomicPtr<()>,
+    packet_get_channel: AtomicPtr<()>,
+    packet_get_pointer: AtomicPtr<()>,
 }
 
 static LEGACY_ROUTES: LegacyRoutes = LegacyRoutes {
-    channel_get_pointer: AtomicUsize::new(0),
-    packet_get_channel: AtomicUsize::new(0),
-    packet_get_pointer: AtomicUsize::new(0),
+    channel_get_pointer: AtomicPtr::new(core::ptr::null_mut()),
+    packet_get_channel: AtomicPtr::new(core::ptr::null_mut()),
+    packet_get_pointer: AtomicPtr::new(core::ptr::null_mut()),
 };
 
 /// Publishes the slots legacy trampolines need (idempotent; called before enabling a channel).
@@ -30,17 +31,17 @@ pub(crate) fn publish(table: &sys::KMCL_CLIENT_INTERFACE_V5) {
     if let Some(f) = table.VmbChannelGetPointer {
         LEGACY_ROUTES
             .channel_get_pointer
-            .store(f as usize, Ordering::Release);
+            .store(f as *mut (), Ordering::Release);
     }
     if let Some(f) = table.VmbPacketGetChannel {
         LEGACY_ROUTES
             .packet_get_channel
-            .store(f as usize, Ordering::Release);
+            .store(f as *mut (), Ordering::Release);
     }
     if let Some(f) = table.VmbPacketGetPointer {
         LEGACY_ROUTES
             .packet_get_pointer
-            .store(f as usize, Ordering::Release);
+            .store(f as *mut (), Ordering::Release);
     }
 }
 
@@ -48,12 +49,12 @@ pub(crate) fn publish(table: &sys::KMCL_CLIENT_INTERFACE_V5) {
 macro_rules! load {
     ($field:ident: $fn_type:ty) => {{
         let address = LEGACY_ROUTES.$field.load(Ordering::Acquire);
-        if address == 0 {
+        if address.is_null() {
             None
         } else {
-            // SAFETY: non-zero addresses were stored from a `$fn_type` in `publish`, and a
-            // function pointer round-trips through `usize` unchanged.
-            Some(unsafe { core::mem::transmute::<usize, $fn_type>(address) })
+            // SAFETY: non-null values were stored from a `$fn_type` in `publish`; the data
+            // pointer kept the function pointer's provenance.
+            Some(unsafe { core::mem::transmute::<*mut (), $fn_type>(address) })
         }
     }};
 }

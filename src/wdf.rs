@@ -6,7 +6,7 @@ use core::ptr;
 
 use wdk_sys::{WDFDEVICE, WDFIOTARGET, call_unsafe_wdf_function_binding};
 
-use crate::channel::ParentDevice;
+use crate::config::ParentDevice;
 use crate::interface::KmclInterface;
 use crate::status::{NtStatus, Result};
 use crate::sys;

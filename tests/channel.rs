@@ -1,6 +1,6 @@
-//! The safe layer over the emulator: channel lifecycle, sends with completions, receives,
-//! synchronous requests, GPADLs, pools and channel settings, on every interface version, with
-//! the emulator's verifier clean at the end of each test.
+//! The safe layer over the emulator: channel lifecycle, sends with completions, receives (pended
+//! and deferred included), synchronous requests, GPADLs, pools and channel settings, on every
+//! interface version, with the emulator's verifier clean at the end of each test.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,21 +10,29 @@
 
 mod common;
 
-use std::pin::pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
-use common::{ALL_VERSIONS, ECHO_INSTANCE, Incoming, Recorder, rig, wait_until};
-use vmbus_kmcl::{
-    Channel, ChannelConfig, ExternalData, ExternalDataFlags, GpadlFlags, InterfaceVersion,
-    NtStatus, PacketPool, PoolWord, ProcessPacketFlags, SendFlags,
+use common::{
+    ALL_VERSIONS, ECHO_INSTANCE, Incoming, Recorder, on_dpc_thread, passive, rig, to_vec,
+    wait_until,
 };
-use vmbus_kmcl_sim::InterfaceVersion as SimVersion;
+use vmbus_kmcl::{
+    Channel, ChannelConfig, ChannelCore, ChannelHandler, ExternalData, ExternalDataFlags,
+    GpadlFlags, IncomingPacket, InterfaceVersion, NtStatus, PacketPool, Page, PendedPacket,
+    PoolWord, ProcessPacketFlags, SendFlags,
+};
+use vmbus_kmcl_sim::{HostError, InterfaceVersion as SimVersion, Slot};
 
 fn config() -> ChannelConfig {
     ChannelConfig::new()
         .ring_buffer_pages(8, 8)
         .maximum_packet_size(4096)
+}
+
+fn pages(count: usize) -> Box<[Page]> {
+    vec![Page::ZERO; count].into_boxed_slice()
 }
 
 #[test]
@@ -41,37 +49,47 @@ fn lifecycle_callbacks_on_every_version() {
     for version in ALL_VERSIONS {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
+            let irql = passive();
+            let mut channel = rig.create(&config(), Recorder::new(Incoming::Drop));
+            // A counted reference, so the handler can be read while the owner is borrowed
+            // mutably by the lifecycle calls.
+            let observer = channel.new_ref();
+            let h = observer.handler();
             assert!(!channel.is_enabled());
             assert_eq!(
                 channel.send(b"x", SendFlags::empty(), 0),
                 Err(NtStatus::INVALID_DEVICE_STATE)
             );
-            channel.as_ref().enable().unwrap();
+            assert_eq!(channel.pause(&irql), Err(NtStatus::INVALID_DEVICE_STATE));
+            channel.enable(&irql).unwrap();
             assert!(channel.is_enabled());
-            assert_eq!(
-                channel.as_ref().enable(),
-                Err(NtStatus::INVALID_DEVICE_STATE)
-            );
-            let h = channel.handler();
+            assert_eq!(channel.enable(&irql), Err(NtStatus::INVALID_DEVICE_STATE));
             assert_eq!(h.opened.load(Ordering::SeqCst), 1, "{version:?}");
             assert!(h.started.load(Ordering::SeqCst) >= 1, "{version:?}");
-            channel.pause().unwrap();
+            assert!(h.post_started.load(Ordering::SeqCst) >= 1, "{version:?}");
+            channel.pause(&irql).unwrap();
             assert!(h.suspended.load(Ordering::SeqCst) >= 1, "{version:?}");
             let started = h.started.load(Ordering::SeqCst);
-            channel.start().unwrap();
+            channel.start(&irql).unwrap();
             assert!(h.started.load(Ordering::SeqCst) > started, "{version:?}");
-            channel.as_ref().disable();
+            channel.disable(&irql);
             assert!(!channel.is_enabled());
-            assert_eq!(channel.pause(), Err(NtStatus::INVALID_DEVICE_STATE));
+            assert_eq!(h.closed.load(Ordering::SeqCst), 1, "{version:?}");
+            assert_eq!(channel.pause(&irql), Err(NtStatus::INVALID_DEVICE_STATE));
+            assert_eq!(channel.start(&irql), Err(NtStatus::INVALID_DEVICE_STATE));
+            channel.disable(&irql); // a no-op when not enabled
+            assert_eq!(h.closed.load(Ordering::SeqCst), 1, "{version:?}");
+            channel.close(&irql);
+            // The reference outlives the teardown: the core is still readable, calls fail.
+            assert!(!observer.is_enabled());
+            assert_eq!(
+                observer.send(b"x", SendFlags::empty(), 0),
+                Err(NtStatus::INVALID_DEVICE_STATE)
+            );
+            assert_eq!(
+                observer.set_transaction_quota(1),
+                Err(NtStatus::INVALID_DEVICE_STATE)
+            );
         }
         assert_eq!(rig.echo.stats().opens, 1);
         rig.finish();
@@ -85,10 +103,9 @@ fn opened_error_fails_enable_and_leaks_nothing() {
         let mut recorder = Recorder::new(Incoming::Drop);
         recorder.fail_open = Some(NtStatus::INSUFFICIENT_RESOURCES);
         {
-            let channel =
-                pin!(Channel::new(&rig.interface, rig.parent, &config(), recorder).unwrap());
+            let mut channel = rig.create(&config(), recorder);
             assert_eq!(
-                channel.as_ref().enable(),
+                channel.enable(&passive()),
                 Err(NtStatus::INSUFFICIENT_RESOURCES)
             );
             assert!(!channel.is_enabled());
@@ -160,6 +177,7 @@ fn sends_without_completion_still_free_their_packet() {
                     .iter()
                     .all(|c| c.1.is_empty() && c.2 == 7)
             );
+            assert!(wait_until(|| rig.bus.verifier().live_packets == 0));
         }
         rig.finish();
     }
@@ -172,13 +190,14 @@ fn oversized_send_fails_and_frees_the_packet() {
         {
             let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             let big = vec![0_u8; 64 * 1024];
-            assert!(
-                channel
-                    .send(&big, SendFlags::WAIT_FOR_COMPLETION, 1)
-                    .is_err()
+            assert_eq!(
+                channel.send(&big, SendFlags::WAIT_FOR_COMPLETION, 1),
+                Err(NtStatus::INVALID_PARAMETER_3),
+                "longer than the configured maximum packet size"
             );
-            let unsent = channel.allocate_packet().unwrap();
-            drop(unsent);
+            // An unsent packet is freed when its scope ends.
+            channel.with_packet(|unsent| drop(unsent)).unwrap();
+            assert_eq!(rig.bus.verifier().live_packets, 0, "{version:?}");
             assert_eq!(channel.handler().completed.load(Ordering::SeqCst), 0);
         }
         rig.finish();
@@ -192,13 +211,11 @@ fn host_packets_are_received_and_completed() {
         (SimVersion::V5, Incoming::CompleteReversed),
         (SimVersion::V1, Incoming::Drop),
         (SimVersion::V5, Incoming::DeferOnce),
+        (SimVersion::V1, Incoming::DeferOnce),
     ] {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(&rig.interface, rig.parent, &config(), Recorder::new(mode)).unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Recorder::new(mode));
             rig.echo.send_unsolicited(b"hello from the host!");
             assert!(
                 wait_until(|| rig.echo.stats().unsolicited_completed == 1),
@@ -240,29 +257,38 @@ fn synchronous_request_returns_the_response() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
+            let irql = passive();
             let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             let mut response = [0_u8; 32];
             let n = channel
                 .send_synchronous(
+                    &irql,
                     b"sync-request-16b",
                     SendFlags::WAIT_FOR_COMPLETION,
                     &mut response,
-                    Some(Duration::from_secs(5)),
+                    Duration::from_secs(5),
                 )
                 .unwrap();
             assert_eq!(&response[..n], b"sync-request-16b");
             let mut odd = [0_u8; 12];
             assert_eq!(
-                channel.send_synchronous(b"x", SendFlags::WAIT_FOR_COMPLETION, &mut odd, None),
+                channel.send_synchronous(
+                    &irql,
+                    b"x",
+                    SendFlags::WAIT_FOR_COMPLETION,
+                    &mut odd,
+                    Duration::from_secs(5)
+                ),
                 Err(NtStatus::INVALID_PARAMETER),
                 "completion buffer must be a multiple of 8"
             );
             rig.offer.stall(true);
             let timed_out = channel.send_synchronous(
+                &irql,
                 b"stalled!",
                 SendFlags::WAIT_FOR_COMPLETION,
                 &mut response,
-                Some(Duration::from_millis(50)),
+                Duration::from_millis(50),
             );
             assert_eq!(
                 timed_out,
@@ -275,73 +301,303 @@ fn synchronous_request_returns_the_response() {
     }
 }
 
+/// A timeout shorter than KMCL's 100 ns unit still waits (rounded up to one unit); only
+/// `Duration::ZERO` means "do not wait".
 #[test]
-fn gpadl_is_shared_with_the_host_and_deleted_on_drop() {
+fn synchronous_timeout_below_100ns_is_rounded_up_not_zero() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
+            let irql = passive();
             let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
-            let mut buffer = vec![0_u8; 3 * 4096 + 100];
-            let handle;
-            {
-                let gpadl = channel
-                    .create_gpadl(&mut buffer, GpadlFlags::empty())
-                    .unwrap();
-                handle = gpadl.handle();
-                assert_ne!(handle, 0);
-                assert_eq!(gpadl.len(), 3 * 4096 + 100);
-                let view = rig.offer.gpadl(handle).expect("the host maps the GPADL");
-                view.write(4000, b"written by the host").unwrap();
-                let mut seen = [0_u8; 19];
-                gpadl.read(4000, &mut seen).unwrap();
-                assert_eq!(&seen, b"written by the host");
-                gpadl.write(0, b"guest").unwrap();
-                let mut host_seen = [0_u8; 5];
-                view.read(0, &mut host_seen).unwrap();
-                assert_eq!(&host_seen, b"guest");
+            let mut response = [0_u8; 16];
+            rig.offer.stall(true);
+            for nanos in [1, 50, 99] {
                 assert_eq!(
-                    gpadl.read(buffer_len_minus(3 * 4096 + 100), &mut [0; 2]),
-                    Err(NtStatus::INVALID_PARAMETER)
+                    channel.send_synchronous(
+                        &irql,
+                        b"tiny-timeout",
+                        SendFlags::WAIT_FOR_COMPLETION,
+                        &mut response,
+                        Duration::from_nanos(nanos),
+                    ),
+                    Err(NtStatus::CANCELLED),
+                    "{version:?}: {nanos} ns waited and timed out (a zero timeout returns Ok(0))"
                 );
             }
-            assert!(
-                rig.offer.gpadl(handle).is_none_or(|v| v.is_revoked()),
-                "deleted on drop"
+            // The contrast: a zero timeout does not wait and reports no response.
+            assert_eq!(
+                channel.send_synchronous(
+                    &irql,
+                    b"no-wait!",
+                    SendFlags::WAIT_FOR_COMPLETION,
+                    &mut response,
+                    Duration::ZERO,
+                ),
+                Ok(0),
+                "{version:?}"
             );
-            assert_eq!(&buffer[4000..4019], b"written by the host");
-            let read_only = channel
-                .create_gpadl(&mut buffer, GpadlFlags::READ_ONLY)
+            rig.offer.stall(false);
+            // The host catches up; the channel still works.
+            let n = channel
+                .send_synchronous(
+                    &irql,
+                    b"after-the-stall!",
+                    SendFlags::WAIT_FOR_COMPLETION,
+                    &mut response,
+                    Duration::from_secs(5),
+                )
                 .unwrap();
-            assert!(rig.offer.gpadl(read_only.handle()).unwrap().is_read_only());
+            assert_eq!(&response[..n], b"after-the-stall!");
         }
         rig.finish();
     }
 }
 
-fn buffer_len_minus(len: usize) -> usize {
-    len - 1
+#[test]
+fn gpadl_is_shared_with_the_host_and_delete_returns_the_buffer() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let irql = passive();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
+            let mut buffer = pages(4);
+            buffer[3].0[4000..4005].copy_from_slice(b"guest");
+            let mut gpadl = channel
+                .create_gpadl(&irql, buffer, GpadlFlags::empty())
+                .unwrap();
+            let handle = gpadl.handle();
+            assert_ne!(handle, 0);
+            assert_eq!(gpadl.len(), 4 * 4096);
+            assert!(!gpadl.is_empty());
+            let view = rig.offer.gpadl(handle).expect("the host maps the GPADL");
+            assert_eq!(view.len(), 4 * 4096);
+            assert!(!view.is_read_only());
+            // The buffer's contents before sharing are what the host sees.
+            let mut before = [0_u8; 5];
+            view.read(3 * 4096 + 4000, &mut before).unwrap();
+            assert_eq!(&before, b"guest");
+            // Host writes, guest reads (across a page boundary).
+            view.write(4090, b"written by the host").unwrap();
+            let mut seen = [0_u8; 19];
+            gpadl.read(4090, &mut seen).unwrap();
+            assert_eq!(&seen, b"written by the host");
+            // Guest writes, host reads.
+            gpadl.write(0, b"guest").unwrap();
+            let mut host_seen = [0_u8; 5];
+            view.read(0, &mut host_seen).unwrap();
+            assert_eq!(&host_seen, b"guest");
+            // Out of range, both ways.
+            let len = gpadl.len();
+            assert_eq!(
+                gpadl.read(len - 1, &mut [0; 2]),
+                Err(NtStatus::INVALID_PARAMETER)
+            );
+            assert_eq!(gpadl.write(len, b"x"), Err(NtStatus::INVALID_PARAMETER));
+            assert_eq!(
+                gpadl.read(usize::MAX, &mut [0; 2]),
+                Err(NtStatus::INVALID_PARAMETER)
+            );
+            assert!(
+                gpadl.read(len, &mut []).is_ok(),
+                "an empty range at the end"
+            );
+
+            // Delete: the host loses access before the buffer comes back.
+            let buffer = gpadl.delete(&irql);
+            assert!(view.is_revoked(), "{version:?}: deleted");
+            assert_eq!(view.read(0, &mut host_seen), Err(HostError::Revoked));
+            assert_eq!(view.write(0, b"late"), Err(HostError::Revoked));
+            assert!(rig.offer.gpadl(handle).is_none());
+            assert_eq!(rig.bus.verifier().live_gpadls, 0);
+            assert_eq!(buffer.len(), 4);
+            assert_eq!(&buffer[0].0[4090..], b"writte");
+            assert_eq!(&buffer[1].0[..13], b"n by the host");
+            assert_eq!(&buffer[0].0[..5], b"guest");
+            assert_eq!(&buffer[3].0[4000..4005], b"guest");
+
+            // The same buffer can be shared again, read-only this time.
+            let read_only = channel
+                .create_gpadl(&irql, buffer, GpadlFlags::READ_ONLY)
+                .unwrap();
+            let view = rig.offer.gpadl(read_only.handle()).unwrap();
+            assert!(view.is_read_only());
+            assert_eq!(view.write(0, b"no"), Err(HostError::ReadOnly));
+            let mut kept = [0_u8; 5];
+            view.read(0, &mut kept).unwrap();
+            assert_eq!(&kept, b"guest");
+            // Dropped: parked, then deleted by teardown (the verifier checks).
+        }
+        rig.finish();
+    }
+}
+
+/// A dropped `Gpadl` cannot block, so it is parked: the host still reaches the GPADL until
+/// `reclaim_gpadls` (or teardown) deletes it and frees the buffer.
+#[test]
+fn dropped_gpadl_is_parked_until_reclaim_or_teardown() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        let (reclaimed_view, torn_down_view) = {
+            let irql = passive();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
+            assert_eq!(channel.reclaim_gpadls(&irql), 0, "nothing parked yet");
+            let first = channel
+                .create_gpadl(&irql, pages(2), GpadlFlags::empty())
+                .unwrap();
+            let second = channel
+                .create_gpadl(&irql, pages(1), GpadlFlags::empty())
+                .unwrap();
+            let first_view = rig.offer.gpadl(first.handle()).unwrap();
+            let second_view = rig.offer.gpadl(second.handle()).unwrap();
+            assert_eq!(rig.bus.verifier().live_gpadls, 2);
+
+            // Dropped on another thread (a `Gpadl` is Send): parked, still registered.
+            std::thread::spawn(move || drop(first)).join().unwrap();
+            assert!(!first_view.is_revoked(), "{version:?}: parked, not deleted");
+            first_view.write(0, b"still shared").unwrap();
+            assert_eq!(rig.bus.verifier().live_gpadls, 2);
+
+            assert_eq!(channel.reclaim_gpadls(&irql), 1, "{version:?}");
+            assert!(first_view.is_revoked(), "{version:?}: reclaimed");
+            assert_eq!(first_view.write(0, b"late"), Err(HostError::Revoked));
+            assert!(!second_view.is_revoked(), "the live one is untouched");
+            assert_eq!(rig.bus.verifier().live_gpadls, 1);
+            assert_eq!(channel.reclaim_gpadls(&irql), 0, "reclaimed once");
+
+            // The freed table entry is reusable.
+            let mut third = channel
+                .create_gpadl(&irql, pages(1), GpadlFlags::empty())
+                .unwrap();
+            third.write(0, b"third").unwrap();
+
+            drop(second);
+            drop(third);
+            assert!(!second_view.is_revoked(), "parked until teardown");
+            let reference = channel.new_ref();
+            channel.close(&irql);
+            assert_eq!(
+                reference.reclaim_gpadls(&irql),
+                0,
+                "nothing left after teardown"
+            );
+            (first_view, second_view)
+        };
+        assert!(reclaimed_view.is_revoked());
+        assert!(
+            torn_down_view.is_revoked(),
+            "{version:?}: teardown deleted it"
+        );
+        rig.finish();
+    }
+}
+
+#[test]
+fn gpadl_creation_errors_give_the_buffer_back() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let irql = passive();
+            let mut marked = pages(1);
+            marked[0].0[0] = 0xA5;
+
+            // Not enabled: refused before KMCL is called.
+            let mut channel = rig.create(&config().max_gpadls(1), Recorder::new(Incoming::Drop));
+            let refused = channel
+                .create_gpadl(&irql, marked, GpadlFlags::empty())
+                .unwrap_err();
+            assert_eq!(refused.status, NtStatus::INVALID_DEVICE_STATE);
+            assert_eq!(refused.buffer[0].0[0], 0xA5, "the same buffer comes back");
+            channel.enable(&irql).unwrap();
+
+            // Empty buffer.
+            let empty = channel
+                .create_gpadl(&irql, pages(0), GpadlFlags::empty())
+                .unwrap_err();
+            assert_eq!(empty.status, NtStatus::INVALID_PARAMETER_4);
+
+            // The table (one entry here) is full.
+            let only = channel
+                .create_gpadl(&irql, pages(1), GpadlFlags::empty())
+                .unwrap();
+            let full = channel
+                .create_gpadl(&irql, refused.buffer, GpadlFlags::empty())
+                .unwrap_err();
+            assert_eq!(full.status, NtStatus::INSUFFICIENT_RESOURCES);
+            assert_eq!(full.buffer[0].0[0], 0xA5);
+            assert_eq!(rig.bus.verifier().live_gpadls, 1);
+
+            // A KMCL failure is reported and the entry is free again.
+            drop(only.delete(&irql));
+            assert!(rig.bus.faults().fail_nth(
+                Slot::VmbChannelCreateGpadlFromBuffer,
+                1,
+                NtStatus::INSUFFICIENT_RESOURCES.raw()
+            ));
+            let failed = channel
+                .create_gpadl(&irql, full.buffer, GpadlFlags::empty())
+                .unwrap_err();
+            assert_eq!(failed.status, NtStatus::INSUFFICIENT_RESOURCES);
+            let again = channel
+                .create_gpadl(&irql, failed.buffer, GpadlFlags::empty())
+                .unwrap();
+            let mut first = [0_u8; 1];
+            again.read(0, &mut first).unwrap();
+            assert_eq!(first, [0xA5]);
+        }
+        rig.finish();
+    }
 }
 
 #[test]
 fn gpadl_from_pfns_needs_v4() {
-    for version in [SimVersion::V3, SimVersion::V4] {
+    for version in [SimVersion::V3, SimVersion::V4, SimVersion::V5] {
         let rig = rig(version);
         {
+            let irql = passive();
             let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             let mut pages = common::Pages::new(3);
             let mdl = vmbus_kmcl_sim::OwnedMdl::from_slice(pages.bytes_mut()).unwrap();
             let pfns = mdl.pfns();
-            // SAFETY: the pages (owned by `pages`, described by `mdl`) outlive the GPADL.
-            let gpadl = unsafe { channel.create_gpadl_from_pfns(&pfns, GpadlFlags::empty()) };
+            // SAFETY: the pages (owned by `pages`, described by `mdl`) stay valid until the
+            // GPADL is deleted below.
+            let gpadl =
+                unsafe { channel.create_gpadl_from_pfns(&irql, &pfns, GpadlFlags::empty()) };
             if version >= SimVersion::V4 {
                 let gpadl = gpadl.unwrap();
-                assert!(rig.offer.gpadl(gpadl.handle()).is_some());
+                let view = rig.offer.gpadl(gpadl.handle()).unwrap();
+                assert_eq!(view.len(), 3 * 4096);
+                assert!(gpadl.is_empty(), "no buffer view of its own");
+                assert_eq!(gpadl.read(0, &mut [0; 1]), Err(NtStatus::INVALID_PARAMETER));
+                gpadl.delete(&irql);
+                assert!(view.is_revoked());
             } else {
                 assert_eq!(gpadl.unwrap_err(), NtStatus::NOT_SUPPORTED);
             }
+            // SAFETY: as above (nothing is registered now).
+            let empty = unsafe { channel.create_gpadl_from_pfns(&irql, &[], GpadlFlags::empty()) };
+            let expected = if version >= SimVersion::V4 {
+                NtStatus::INVALID_PARAMETER_4
+            } else {
+                NtStatus::NOT_SUPPORTED
+            };
+            assert_eq!(empty.unwrap_err(), expected);
         }
         rig.finish();
     }
+}
+
+/// Holds `depth` pooled packets unsent at once (nested scopes), then checks the pool is full.
+fn hold_all(pool: &PacketPool<Recorder>, depth: usize) -> usize {
+    if depth == 0 {
+        assert_eq!(
+            pool.with_packet(|unsent| drop(unsent)).err(),
+            Some(NtStatus::INSUFFICIENT_RESOURCES),
+            "all slots in use"
+        );
+        return pool.in_use();
+    }
+    pool.with_packet(|_held| hold_all(pool, depth - 1)).unwrap()
 }
 
 #[test]
@@ -349,21 +605,21 @@ fn packet_pool_sends_without_kmcl_allocation() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
+            let irql = passive();
             let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             let words = PacketPool::words_needed(&channel, 4).unwrap();
-            let mut storage = vec![PoolWord::ZERO; words];
-            let pool = channel.packet_pool(&mut storage).unwrap();
+            let storage = vec![PoolWord::ZERO; words].into_boxed_slice();
+            let pool = channel.attach_packet_pool(storage).unwrap();
             assert_eq!(pool.capacity(), 4);
+            assert_eq!(pool.in_use(), 0);
             for round in 0..25_u64 {
                 for i in 0..4 {
-                    pool.allocate()
-                        .unwrap()
-                        .send(
-                            &[i as u8; 24],
-                            SendFlags::WAIT_FOR_COMPLETION,
-                            round * 4 + i,
-                        )
-                        .unwrap();
+                    pool.send(
+                        &[i as u8; 24],
+                        SendFlags::WAIT_FOR_COMPLETION,
+                        round * 4 + i,
+                    )
+                    .unwrap();
                 }
                 let h = channel.handler();
                 assert!(
@@ -372,14 +628,65 @@ fn packet_pool_sends_without_kmcl_allocation() {
                 );
                 assert!(wait_until(|| pool.in_use() == 0));
             }
-            let held: Vec<_> = (0..4).map(|_| pool.allocate().unwrap()).collect();
-            assert_eq!(
-                pool.allocate().err(),
-                Some(NtStatus::INSUFFICIENT_RESOURCES),
-                "all slots in use"
-            );
-            drop(held);
+            {
+                let h = channel.handler();
+                let completions = h.completions.lock().unwrap();
+                let mut contexts: Vec<u64> = completions.iter().map(|c| c.2).collect();
+                contexts.sort_unstable();
+                assert_eq!(contexts, (0..100).collect::<Vec<_>>());
+                for (status, response, context) in completions.iter() {
+                    assert_eq!(*status, NtStatus::SUCCESS);
+                    assert_eq!(response.as_slice(), [(context % 4) as u8; 24]);
+                }
+            }
+            assert_eq!(rig.echo.stats().packets, 100);
+            assert_eq!(hold_all(&pool, 4), 4);
             assert_eq!(pool.in_use(), 0, "unsent packets release their slot");
+            assert_eq!(rig.bus.verifier().live_packets, 0);
+
+            // Storage too small for one packet: it comes back, and the table entry stays free.
+            let small = channel
+                .attach_packet_pool(vec![PoolWord::ZERO; 1].into_boxed_slice())
+                .unwrap_err();
+            assert_eq!(small.status, NtStatus::BUFFER_TOO_SMALL);
+            assert_eq!(small.storage.len(), 1);
+
+            // A pool in a `&'static mut` buffer (a static in a driver; leaked here).
+            let leaked: &'static mut [PoolWord] =
+                Box::leak(vec![PoolWord::ZERO; words].into_boxed_slice());
+            let second = channel.attach_packet_pool(leaked).unwrap();
+            second
+                .send(b"from the second pool", SendFlags::WAIT_FOR_COMPLETION, 500)
+                .unwrap();
+            let h = channel.handler();
+            assert!(wait_until(|| h.completed.load(Ordering::SeqCst) == 101));
+
+            // A full pool table: the storage comes back.
+            let third = channel
+                .attach_packet_pool(vec![PoolWord::ZERO; words].into_boxed_slice())
+                .unwrap_err();
+            assert_eq!(
+                third.status,
+                NtStatus::INSUFFICIENT_RESOURCES,
+                "default table of 2 pools"
+            );
+            assert_eq!(third.storage.len(), words);
+
+            // The pool outlives the teardown: its calls fail, its storage was the channel's.
+            let reference = channel.new_ref();
+            channel.close(&irql);
+            assert_eq!(
+                pool.send(b"late", SendFlags::empty(), 0),
+                Err(NtStatus::INVALID_DEVICE_STATE)
+            );
+            assert_eq!(pool.in_use(), 0);
+            assert_eq!(
+                reference
+                    .attach_packet_pool(vec![PoolWord::ZERO; words].into_boxed_slice())
+                    .unwrap_err()
+                    .status,
+                NtStatus::INVALID_DEVICE_STATE
+            );
         }
         rig.finish();
     }
@@ -391,17 +698,28 @@ fn channel_settings_follow_the_interface_version() {
         let rig = rig(version);
         let v = rig.interface.version();
         {
-            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
+            let irql = passive();
+            let mut channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             assert_eq!(channel.interface_instance().unwrap(), ECHO_INSTANCE);
             assert_eq!(channel.mmio_space().unwrap(), (0, 0));
             let first = channel.set_interrupt_latency(250).unwrap();
             assert_eq!(channel.set_interrupt_latency(100).unwrap(), 250);
             let _ = first;
             channel.set_transaction_quota(8).unwrap();
-            channel.set_incoming_processing_at_passive(false).unwrap();
+            assert_eq!(
+                channel.set_incoming_processing_at_passive(&irql, false),
+                Err(NtStatus::INVALID_DEVICE_STATE),
+                "not while enabled"
+            );
+            channel.disable(&irql);
+            channel
+                .set_incoming_processing_at_passive(&irql, false)
+                .unwrap();
+            channel.enable(&irql).unwrap();
             assert!(channel.packet_storage_size().unwrap() > 4096);
+            assert_eq!(channel.version(), v);
             let parent = channel.parent_device_object();
-            let bounce = channel.allocate_bounce_buffer(4096);
+            let bounce = channel.allocate_bounce_buffer(&irql, 4096);
             let dpc = channel.set_allowable_dpc_cpu_usage(50);
             if v >= InterfaceVersion::V2 {
                 assert_eq!(parent.unwrap(), rig.parent.as_raw());
@@ -449,7 +767,10 @@ fn init_setters_apply_and_reject_bad_values_without_leaks() {
             .friendly_name(&NAME)
             .flags(vmbus_kmcl::ChannelInitFlags::empty())
             .target_pnp(common::ECHO_TYPE, Some(ECHO_INSTANCE))
-            .incoming_processing_at_passive(false);
+            .incoming_processing_at_passive(false)
+            .max_gpadls(2)
+            .max_packet_pools(1)
+            .max_pended_packets(4);
         if v >= InterfaceVersion::V3 {
             full = full.bounce_buffer_sizes(4096, 4096, 16384);
         }
@@ -466,24 +787,53 @@ fn init_setters_apply_and_reject_bad_values_without_leaks() {
                 .unwrap();
             let h = channel.handler();
             assert!(wait_until(|| h.completed.load(Ordering::SeqCst) == 1));
+            assert_eq!(
+                channel.send(&[0; 2049], SendFlags::empty(), 2),
+                Err(NtStatus::INVALID_PARAMETER_3),
+                "the configured maximum packet size applies"
+            );
         }
-        // Each invalid value fails `new` with KMCL's status and cleans up the channel.
-        for bad in [
-            ChannelConfig::new().maximum_packet_size(0),
-            ChannelConfig::new().ring_buffer_pages(0, 4),
-            ChannelConfig::new().maximum_external_data(0, 1),
+        // Each invalid value fails `new` with the status of the offending setter argument,
+        // and cleans up the channel.
+        for (bad, status) in [
+            (
+                ChannelConfig::new().maximum_packet_size(0),
+                NtStatus::INVALID_PARAMETER_2,
+            ),
+            (
+                ChannelConfig::new().ring_buffer_pages(0, 4),
+                NtStatus::INVALID_PARAMETER_2,
+            ),
+            (
+                ChannelConfig::new().ring_buffer_pages(4, 0),
+                NtStatus::INVALID_PARAMETER_3,
+            ),
+            (
+                ChannelConfig::new().maximum_external_data(0, 1),
+                NtStatus::INVALID_PARAMETER_2,
+            ),
+            (
+                ChannelConfig::new().maximum_packet_count(0),
+                NtStatus::INVALID_PARAMETER_2,
+            ),
+            (
+                ChannelConfig::new().bounce_buffer_sizes(100, 4096, 4096),
+                NtStatus::INVALID_PARAMETER_2,
+            ),
         ] {
             let result = Channel::new(
+                &passive(),
                 &rig.interface,
                 rig.parent,
                 &bad,
                 Recorder::new(Incoming::Drop),
             );
-            assert!(result.is_err(), "{version:?}: {bad:?}");
+            assert_eq!(result.err(), Some(status), "{version:?}: {bad:?}");
         }
         if v < InterfaceVersion::V4 {
             let newer = ChannelConfig::new().maximum_packet_count(8);
             let result = Channel::new(
+                &passive(),
                 &rig.interface,
                 rig.parent,
                 &newer,
@@ -497,13 +847,17 @@ fn init_setters_apply_and_reject_bad_values_without_leaks() {
 
 #[test]
 fn client_context_is_per_packet_on_v2_and_later() {
-    use vmbus_kmcl::{ChannelHandler, IncomingPacket};
-    struct Ctx(std::sync::Mutex<Vec<vmbus_kmcl::Result<usize>>>);
+    struct Ctx(Mutex<Vec<vmbus_kmcl::Result<usize>>>);
     impl ChannelHandler for Ctx {
         type PacketContext = ();
-        fn process_packet(&self, _: &Channel<Self>, mut packet: IncomingPacket<'_>) {
+        fn process_packet(&self, _: &ChannelCore<Self>, mut packet: IncomingPacket<'_, Self>) {
             let result = packet.client_context().map(|c| {
-                c.fill(0xA5);
+                let zeroed = c.iter().all(|b| {
+                    // SAFETY: the emulator zeroes each packet's client context (sim/README.md).
+                    unsafe { b.assume_init() == 0 }
+                });
+                assert!(zeroed, "zeroed per packet");
+                c.fill(std::mem::MaybeUninit::new(0xA5));
                 c.len()
             });
             self.0.lock().unwrap().push(result);
@@ -513,17 +867,15 @@ fn client_context_is_per_packet_on_v2_and_later() {
         let rig = rig(version);
         {
             let cfg = config().client_context_size(24);
-            let channel = pin!(
-                Channel::new(&rig.interface, rig.parent, &cfg, Ctx(Default::default())).unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&cfg, Ctx(Mutex::default()));
             rig.echo.send_unsolicited(b"ctx");
-            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 1));
+            rig.echo.send_unsolicited(b"ctx again");
+            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 2));
             let results = channel.handler().0.lock().unwrap().clone();
             if version >= SimVersion::V2 {
-                assert_eq!(results, vec![Ok(24)]);
+                assert_eq!(results, vec![Ok(24), Ok(24)]);
             } else {
-                assert_eq!(results, vec![Err(NtStatus::NOT_SUPPORTED)]);
+                assert_eq!(results, vec![Err(NtStatus::NOT_SUPPORTED); 2]);
             }
         }
         rig.finish();
@@ -532,22 +884,17 @@ fn client_context_is_per_packet_on_v2_and_later() {
 
 #[test]
 fn external_data_arrives_as_an_mdl_chain_and_pending_redelivers() {
-    use vmbus_kmcl::{ChannelHandler, IncomingPacket};
-    struct Ext(
-        std::sync::Mutex<Vec<(u32, Vec<u8>)>>,
-        std::sync::atomic::AtomicU32,
-    );
+    struct Ext(Mutex<Vec<(u32, Vec<u8>)>>, AtomicU32);
     impl ChannelHandler for Ext {
         type PacketContext = ();
-        fn process_packet(&self, _: &Channel<Self>, mut packet: IncomingPacket<'_>) {
+        fn process_packet(&self, _: &ChannelCore<Self>, mut packet: IncomingPacket<'_, Self>) {
             self.1.fetch_add(1, Ordering::SeqCst);
             assert!(packet.flags().contains(ProcessPacketFlags::EXTERNAL_DATA));
             match packet.external_data(ExternalDataFlags::READ_ONLY).unwrap() {
-                ExternalData::Pending => {}
                 ExternalData::Mdl(chain) => {
                     let bytes: Vec<u8> = chain
                         .iter()
-                        .flat_map(|m| m.mapped_bytes().unwrap().to_vec())
+                        .flat_map(|m| to_vec(m.mapped_bytes().unwrap()))
                         .collect();
                     self.0
                         .lock()
@@ -555,6 +902,9 @@ fn external_data_arrives_as_an_mdl_chain_and_pending_redelivers() {
                         .push((chain.byte_count() as u32, bytes));
                     let _ = packet.complete(b"got it");
                 }
+                // KMCL delivers the packet again.
+                ExternalData::Pending => {}
+                other => panic!("unexpected external data {other:?}"),
             }
         }
     }
@@ -565,16 +915,7 @@ fn external_data_arrives_as_an_mdl_chain_and_pending_redelivers() {
     ] {
         let rig = rig(version);
         {
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &config(),
-                    Ext(Default::default(), Default::default())
-                )
-                .unwrap()
-            );
-            channel.as_ref().enable().unwrap();
+            let channel = rig.open(&config(), Ext(Mutex::default(), AtomicU32::new(0)));
             rig.bus.faults().defer_external_data(defer);
             let external = vec![0x5A_u8; 6000];
             rig.offer
@@ -587,8 +928,11 @@ fn external_data_arrives_as_an_mdl_chain_and_pending_redelivers() {
             );
             let got = h.0.lock().unwrap()[0].clone();
             assert_eq!(got.0, 6000);
+            assert_eq!(got.1.len(), 6000);
             assert!(got.1.iter().all(|&b| b == 0x5A));
             assert_eq!(h.1.load(Ordering::SeqCst), if defer { 2 } else { 1 });
+            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 1));
+            assert_eq!(&rig.echo.unsolicited_responses()[0][..6], b"got it");
         }
         rig.finish();
     }
@@ -606,42 +950,49 @@ fn mdl_and_pfn_sends_reach_the_host_as_gpa_direct() {
             let mdl =
                 vmbus_kmcl_sim::OwnedMdl::from_slice(&mut data.bytes_mut()[..10_000]).unwrap();
             let mdl_ptr = std::ptr::NonNull::new(mdl.as_ptr()).unwrap();
-            // SAFETY: `mdl` and `data` outlive the completion, awaited below.
-            unsafe {
-                channel.allocate_packet().unwrap().send_with_mdl(
-                    b"mdl",
-                    mdl_ptr,
-                    SendFlags::WAIT_FOR_COMPLETION,
-                    1,
-                )
-            }
-            .unwrap();
-            // SAFETY: as above.
-            unsafe {
-                channel.allocate_packet().unwrap().send_with_external_mdl(
-                    b"window",
-                    mdl_ptr,
-                    100,
-                    5000,
-                    SendFlags::WAIT_FOR_COMPLETION,
-                    2,
-                )
-            }
-            .unwrap();
+            channel
+                .with_packet(|packet| {
+                    // SAFETY: `mdl` and `data` outlive the completion, awaited below.
+                    unsafe {
+                        packet.send_with_mdl(b"mdl", mdl_ptr, SendFlags::WAIT_FOR_COMPLETION, 1)
+                    }
+                })
+                .unwrap()
+                .unwrap();
+            channel
+                .with_packet(|packet| {
+                    // SAFETY: as above.
+                    unsafe {
+                        packet.send_with_external_mdl(
+                            b"window",
+                            mdl_ptr,
+                            100,
+                            5000,
+                            SendFlags::WAIT_FOR_COMPLETION,
+                            2,
+                        )
+                    }
+                })
+                .unwrap()
+                .unwrap();
             // PFN lists name whole pages: describe two whole pages of their own.
             let mut pfn_pages = common::Pages::new(2);
             let pfn_mdl = vmbus_kmcl_sim::OwnedMdl::from_slice(pfn_pages.bytes_mut()).unwrap();
             let pfns = pfn_mdl.pfns();
-            // SAFETY: as above.
-            unsafe {
-                channel.allocate_packet().unwrap().send_with_external_pfns(
-                    b"pfns",
-                    &pfns,
-                    SendFlags::WAIT_FOR_COMPLETION,
-                    3,
-                )
-            }
-            .unwrap();
+            channel
+                .with_packet(|packet| {
+                    // SAFETY: as above.
+                    unsafe {
+                        packet.send_with_external_pfns(
+                            b"pfns",
+                            &pfns,
+                            SendFlags::WAIT_FOR_COMPLETION,
+                            3,
+                        )
+                    }
+                })
+                .unwrap()
+                .unwrap();
             let h = channel.handler();
             assert!(
                 wait_until(|| h.completed.load(Ordering::SeqCst) == 3),
@@ -653,6 +1004,10 @@ fn mdl_and_pfn_sends_reach_the_host_as_gpa_direct() {
                 stats.external_bytes,
                 10_000 + 5000 + pfns.len() as u64 * 4096
             );
+            let mut contexts: Vec<u64> =
+                h.completions.lock().unwrap().iter().map(|c| c.2).collect();
+            contexts.sort_unstable();
+            assert_eq!(contexts, [1, 2, 3]);
         }
         rig.finish();
     }
@@ -680,45 +1035,61 @@ fn rescind_reports_closed_and_fails_later_sends() {
     }
 }
 
+/// `ChannelConfig::kmcl_storage_in_channel` (V5): KMCL's channel object lives in the channel's
+/// own allocation (`VmbSizeofChannel` + `VmbChannelInitialize`), sized by the library.
 #[test]
-fn channel_in_caller_storage_on_v5() {
+fn kmcl_storage_in_channel_on_v5() {
     let rig = rig(SimVersion::V5);
     {
-        let size = vmbus_kmcl::channel_storage_size(&rig.interface).unwrap() as usize;
-        let mut storage = vec![0_u64; size.div_ceil(8)];
-        let base = std::ptr::NonNull::new(storage.as_mut_ptr().cast::<u8>()).unwrap();
-        // SAFETY: `storage` outlives the channel (dropped at the end of this block, first).
-        let small = unsafe {
-            Channel::new_in_storage(
-                &rig.interface,
-                rig.parent,
-                base,
-                8,
-                &config(),
-                Recorder::new(Incoming::Drop),
-            )
-        };
-        assert_eq!(small.err(), Some(NtStatus::BUFFER_TOO_SMALL));
-        // SAFETY: as above.
-        let channel = unsafe {
-            Channel::new_in_storage(
-                &rig.interface,
-                rig.parent,
-                base,
-                size,
-                &config(),
-                Recorder::new(Incoming::Drop),
-            )
-        }
-        .unwrap();
-        let channel = pin!(channel);
-        channel.as_ref().enable().unwrap();
+        let size = vmbus_kmcl::channel_storage_size(&rig.interface).unwrap();
+        assert!(size > 0);
+        let cfg = config().kmcl_storage_in_channel(true);
+        let channel = rig.open(&cfg, Recorder::new(Incoming::Drop));
+        // The emulator's own channels have kernel-half handles; one initialized in caller
+        // storage has the storage's (heap) address as its handle.
+        assert!(
+            (channel.as_raw() as usize) < 1 << 47,
+            "KMCL's channel is in our memory: {:p}",
+            channel.as_raw()
+        );
         channel
             .send(b"in storage", SendFlags::WAIT_FOR_COMPLETION, 9)
             .unwrap();
         let h = channel.handler();
         assert!(wait_until(|| h.completed.load(Ordering::SeqCst) == 1));
+        assert_eq!(h.completions.lock().unwrap()[0].2, 9);
+        let allocated = rig.create(&config(), Recorder::new(Incoming::Drop));
+        assert!(
+            (allocated.as_raw() as usize) >= 1 << 47,
+            "VmbChannelAllocate"
+        );
     }
+    // A failing VmbChannelInitialize fails `new` and frees the storage.
+    assert!(rig.bus.faults().fail_nth(
+        Slot::VmbChannelInitialize,
+        1,
+        NtStatus::INSUFFICIENT_RESOURCES.raw()
+    ));
+    let failed = Channel::new(
+        &passive(),
+        &rig.interface,
+        rig.parent,
+        &config().kmcl_storage_in_channel(true),
+        Recorder::new(Incoming::Drop),
+    );
+    assert_eq!(failed.err(), Some(NtStatus::INSUFFICIENT_RESOURCES));
+    rig.finish();
+
+    // Before V5 there is no VmbChannelInitialize.
+    let rig = common::rig(SimVersion::V4);
+    let unsupported = Channel::new(
+        &passive(),
+        &rig.interface,
+        rig.parent,
+        &config().kmcl_storage_in_channel(true),
+        Recorder::new(Incoming::Drop),
+    );
+    assert_eq!(unsupported.err(), Some(NtStatus::NOT_SUPPORTED));
     rig.finish();
 }
 
@@ -727,14 +1098,16 @@ fn gpadl_from_an_mdl_window() {
     for version in [SimVersion::V1, SimVersion::V5] {
         let rig = rig(version);
         {
+            let irql = passive();
             let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
             let mut pages = common::Pages::new(2);
             let mdl = vmbus_kmcl_sim::OwnedMdl::from_slice(pages.bytes_mut()).unwrap();
             let mdl_ptr = std::ptr::NonNull::new(mdl.as_ptr()).unwrap();
-            // SAFETY: `mdl` and `pages` outlive the GPADL (dropped at the end of this block).
-            let gpadl =
-                unsafe { channel.create_gpadl_from_mdl(mdl_ptr, 0, 8192, GpadlFlags::empty()) }
-                    .unwrap();
+            // SAFETY: `mdl` and `pages` stay valid until the GPADL is deleted below.
+            let gpadl = unsafe {
+                channel.create_gpadl_from_mdl(&irql, mdl_ptr, 0, 8192, GpadlFlags::empty())
+            }
+            .unwrap();
             let view = rig.offer.gpadl(gpadl.handle()).expect("mapped by the host");
             assert_eq!(view.len(), 8192);
             view.write(8000, b"end of page two").unwrap();
@@ -742,7 +1115,8 @@ fn gpadl_from_an_mdl_window() {
                 gpadl.is_empty(),
                 "MDL GPADLs have no buffer view of their own"
             );
-            drop(gpadl);
+            gpadl.delete(&irql);
+            assert!(view.is_revoked());
             drop(mdl);
             assert_eq!(&pages.bytes_mut()[8000..8015], b"end of page two");
         }
@@ -777,10 +1151,11 @@ fn subchannel_opens_on_its_primary_v5() {
     let _sub_offer = rig.bus.offer_subchannel(&rig.offer, 1, Box::new(sub_vsp));
     {
         let primary = rig.open(&config(), Recorder::new(Incoming::Drop));
-        // SAFETY: the subchannel is dropped at the end of the inner block, before `primary`.
+        // SAFETY: the configuration is rejected (index 0), so no channel depends on `primary`.
         let bad = unsafe { config().primary_channel(&primary, 0) };
         assert_eq!(
             Channel::new(
+                &passive(),
                 &rig.interface,
                 rig.parent,
                 &bad,
@@ -790,7 +1165,7 @@ fn subchannel_opens_on_its_primary_v5() {
             Some(NtStatus::INVALID_PARAMETER_3)
         );
         {
-            // SAFETY: as above.
+            // SAFETY: the subchannel is dropped at the end of this block, before `primary`.
             let sub_config = unsafe { config().primary_channel(&primary, 1) };
             let sub = rig.open(&sub_config, Recorder::new(Incoming::Drop));
             sub.send(b"on the subchannel", SendFlags::WAIT_FOR_COMPLETION, 5)
@@ -814,12 +1189,19 @@ fn incoming_processing_at_passive_still_delivers() {
         let rig = rig(version);
         {
             let cfg = config().incoming_processing_at_passive(true);
-            let channel = rig.open(&cfg, Recorder::new(Incoming::CompleteReversed));
+            let mut channel = rig.open(&cfg, Recorder::new(Incoming::CompleteReversed));
             rig.echo.send_unsolicited(b"at passive");
             assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 1));
-            channel.set_incoming_processing_at_passive(false).unwrap();
+            channel.disable(&passive());
+            channel
+                .set_incoming_processing_at_passive(&passive(), false)
+                .unwrap();
+            channel.enable(&passive()).unwrap();
             rig.echo.send_unsolicited(b"at dispatch");
             assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 2));
+            let received = channel.handler().received.lock().unwrap().clone();
+            assert_eq!(&received[0][..10], b"at passive");
+            assert_eq!(&received[1][..11], b"at dispatch");
         }
         rig.finish();
     }
@@ -830,6 +1212,7 @@ fn bounce_buffers_on_v3_and_later() {
     for version in [SimVersion::V2, SimVersion::V3, SimVersion::V5] {
         let rig = rig(version);
         {
+            let irql = passive();
             let cfg = if version >= SimVersion::V3 {
                 config().bounce_buffer_sizes(4096, 4096, 65536)
             } else {
@@ -837,14 +1220,18 @@ fn bounce_buffers_on_v3_and_later() {
             };
             let channel = rig.open(&cfg, Recorder::new(Incoming::Drop));
             if version >= SimVersion::V3 {
-                channel.allocate_bounce_buffer(8192).unwrap();
+                channel.allocate_bounce_buffer(&irql, 8192).unwrap();
                 assert_eq!(
-                    channel.allocate_bounce_buffer(100),
+                    channel.allocate_bounce_buffer(&irql, 100),
+                    Err(NtStatus::INVALID_PARAMETER_2)
+                );
+                assert_eq!(
+                    channel.allocate_bounce_buffer(&irql, 0),
                     Err(NtStatus::INVALID_PARAMETER_2)
                 );
             } else {
                 assert_eq!(
-                    channel.allocate_bounce_buffer(8192),
+                    channel.allocate_bounce_buffer(&irql, 8192),
                     Err(NtStatus::NOT_SUPPORTED)
                 );
             }
@@ -865,23 +1252,393 @@ fn unknown_target_pnp_fails_enable_and_reports_pnp_failure() {
                 Data4: [0; 8],
             };
             let cfg = config().target_pnp(nowhere, None);
-            let channel = pin!(
-                Channel::new(
-                    &rig.interface,
-                    rig.parent,
-                    &cfg,
-                    Recorder::new(Incoming::Drop)
-                )
-                .unwrap()
-            );
-            let status = channel.as_ref().enable().unwrap_err();
+            let mut channel = rig.create(&cfg, Recorder::new(Incoming::Drop));
+            let status = channel.enable(&passive()).unwrap_err();
             assert_eq!(
                 channel.handler().pnp_failures.lock().unwrap().as_slice(),
                 &[status],
                 "{version:?}"
             );
+            assert!(!channel.is_enabled());
             assert_eq!(rig.echo.stats().opens, 0);
         }
         rig.finish();
     }
 }
+
+// ---- pended packets -----------------------------------------------------------------------
+
+/// Pends every incoming packet and hands it to the test through a queue; when the pend table
+/// is full, completes the packet at once with `b"refused!"`.
+struct Pender {
+    queue: Mutex<mpsc::Sender<PendedPacket<Pender>>>,
+    refused: AtomicU32,
+}
+
+impl ChannelHandler for Pender {
+    type PacketContext = ();
+    fn process_packet(&self, _: &ChannelCore<Self>, packet: IncomingPacket<'_, Self>) {
+        match packet.pend() {
+            Ok(pended) => self.queue.lock().unwrap().send(pended).unwrap(),
+            Err(packet) => {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                packet.complete(b"refused!").unwrap();
+            }
+        }
+    }
+}
+
+fn pender() -> (Pender, mpsc::Receiver<PendedPacket<Pender>>) {
+    let (sender, receiver) = mpsc::channel();
+    let pender = Pender {
+        queue: Mutex::new(sender),
+        refused: AtomicU32::new(0),
+    };
+    (pender, receiver)
+}
+
+fn next(queue: &mpsc::Receiver<PendedPacket<Pender>>) -> PendedPacket<Pender> {
+    queue
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a pended packet")
+}
+
+/// A packet pended in the callback and completed later on another thread reaches the host
+/// with its response; one dropped un-completed reaches it with no response.
+#[test]
+fn pended_packet_completed_on_another_thread_reaches_the_host() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let (handler, queue) = pender();
+            let channel = rig.open(&config(), handler);
+            let mut transactions = Vec::new();
+            for i in 0..4_u8 {
+                transactions.push(rig.offer.host_send(&[i; 16], true).unwrap());
+            }
+            rig.offer.host_send(b"dropped!", true).unwrap();
+            let pended: Vec<_> = (0..5).map(|_| next(&queue)).collect();
+            std::thread::sleep(Duration::from_millis(10));
+            assert_eq!(
+                rig.echo.stats().unsolicited_completed,
+                0,
+                "{version:?}: pended packets wait for the driver"
+            );
+            let worker = std::thread::spawn(move || {
+                let mut pended = pended.into_iter();
+                for packet in pended.by_ref().take(4) {
+                    assert_eq!(packet.data_len(), Ok(16));
+                    assert_eq!(packet.flags(), Ok(ProcessPacketFlags::empty()));
+                    let mut data = [0_u8; 16];
+                    assert_eq!(packet.copy_data(&mut data), Ok(16));
+                    let mut short = [0_u8; 4];
+                    assert_eq!(packet.copy_data(&mut short), Ok(4));
+                    let reply: Vec<u8> = data.iter().map(|b| b + 100).collect();
+                    packet.complete(&reply).unwrap();
+                }
+                drop(pended); // the last one: completed with no response
+            });
+            worker.join().unwrap();
+            assert!(
+                wait_until(|| rig.echo.stats().unsolicited_completed == 5),
+                "{version:?}"
+            );
+            let mut responses = rig.echo.unsolicited_responses();
+            responses.sort();
+            assert!(responses[0].is_empty(), "dropped: no response");
+            for (i, response) in responses[1..].iter().enumerate() {
+                assert_eq!(response.as_slice(), [i as u8 + 100; 16], "{version:?}");
+            }
+            assert_eq!(channel.handler().refused.load(Ordering::SeqCst), 0);
+            assert_eq!(rig.bus.verifier().uncompleted_incoming, 0);
+        }
+        rig.finish();
+    }
+}
+
+/// Disable cancels the pended packets (`VmbChannelPacketFail`): the host gets no completion
+/// and the handles report `STATUS_CANCELLED`. A full pend table gives the packet back.
+#[test]
+fn disable_cancels_pended_packets_and_a_full_pend_table_refuses() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let irql = passive();
+            let (handler, queue) = pender();
+            let mut channel = rig.open(&config().max_pended_packets(2), handler);
+            for i in 0..3_u8 {
+                rig.offer.host_send(&[i; 8], true).unwrap();
+            }
+            let first = next(&queue);
+            let second = next(&queue);
+            let observer = channel.new_ref();
+            let h = observer.handler();
+            assert!(wait_until(|| h.refused.load(Ordering::SeqCst) == 1));
+            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 1));
+            assert_eq!(&rig.echo.unsolicited_responses()[0], b"refused!");
+            assert_eq!(first.data_len(), Ok(8));
+
+            channel.disable(&irql);
+            assert_eq!(first.data_len(), Err(NtStatus::CANCELLED));
+            assert_eq!(first.flags(), Err(NtStatus::CANCELLED));
+            assert_eq!(first.copy_data(&mut [0; 8]), Err(NtStatus::CANCELLED));
+            assert_eq!(first.complete(b"too late"), Err(NtStatus::CANCELLED));
+            assert_eq!(second.fail(), Err(NtStatus::CANCELLED));
+            // Cancelled packets are completed with no response; whether the host reads those
+            // completions before the channel closes is up to its thread, so only KMCL's side is
+            // checked exactly: nothing is left outstanding.
+            assert!(rig.echo.stats().unsolicited_completed >= 1, "{version:?}");
+            assert_eq!(rig.bus.verifier().uncompleted_incoming, 0);
+
+            // Re-enabled, the slots are free again; a packet still pended at teardown is
+            // cancelled by it, and its handle outlives the channel.
+            channel.enable(&irql).unwrap();
+            rig.offer.host_send(b"again!!!", true).unwrap();
+            let kept = next(&queue);
+            assert_eq!(kept.data_len(), Ok(8));
+            drop(channel);
+            assert_eq!(kept.complete(b"too late"), Err(NtStatus::CANCELLED));
+            assert_eq!(h.refused.load(Ordering::SeqCst), 1);
+        }
+        rig.finish();
+    }
+}
+
+// ---- the PASSIVE_LEVEL token of incoming packets -------------------------------------------
+
+/// Records, per delivery, whether a token came with it and on which emulator thread.
+struct Irqls {
+    defer_first: bool,
+    deliveries: Mutex<Vec<(bool, bool)>>,
+}
+
+impl ChannelHandler for Irqls {
+    type PacketContext = ();
+    fn process_packet(&self, channel: &ChannelCore<Self>, packet: IncomingPacket<'_, Self>) {
+        let token = packet.passive_level();
+        if let Some(irql) = token {
+            // The token is usable for PASSIVE_LEVEL calls.
+            assert_eq!(channel.reclaim_gpadls(irql), 0);
+        }
+        let first = {
+            let mut deliveries = self.deliveries.lock().unwrap();
+            deliveries.push((token.is_some(), on_dpc_thread()));
+            deliveries.len() == 1
+        };
+        if self.defer_first && first {
+            packet.defer_to_passive();
+        } else {
+            packet.complete(b"seen").unwrap();
+        }
+    }
+}
+
+fn irqls(defer_first: bool) -> Irqls {
+    Irqls {
+        defer_first,
+        deliveries: Mutex::new(Vec::new()),
+    }
+}
+
+#[test]
+fn passive_level_token_comes_only_with_passive_deliveries() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        // Delivered at DISPATCH_LEVEL (the callback thread): no token.
+        let rig = rig(version);
+        {
+            let channel = rig.open(&config(), irqls(false));
+            rig.echo.send_unsolicited(b"dispatch");
+            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 1));
+            assert_eq!(
+                *channel.handler().deliveries.lock().unwrap(),
+                [(false, true)],
+                "{version:?}"
+            );
+        }
+        rig.finish();
+
+        // Incoming processing at passive: a token, on the passive worker; switched off, none.
+        let rig = common::rig(version);
+        {
+            let cfg = config().incoming_processing_at_passive(true);
+            let mut channel = rig.open(&cfg, irqls(false));
+            rig.echo.send_unsolicited(b"passive!");
+            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 1));
+            channel.disable(&passive());
+            channel
+                .set_incoming_processing_at_passive(&passive(), false)
+                .unwrap();
+            channel.enable(&passive()).unwrap();
+            rig.echo.send_unsolicited(b"dispatch");
+            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 2));
+            channel.disable(&passive());
+            channel
+                .set_incoming_processing_at_passive(&passive(), true)
+                .unwrap();
+            channel.enable(&passive()).unwrap();
+            rig.echo.send_unsolicited(b"passive!");
+            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 3));
+            assert_eq!(
+                *channel.handler().deliveries.lock().unwrap(),
+                [(true, false), (false, true), (true, false)],
+                "{version:?}"
+            );
+        }
+        rig.finish();
+
+        // Deferred to passive: no token the first time, a token on the redelivery.
+        let rig = common::rig(version);
+        {
+            let channel = rig.open(&config(), irqls(true));
+            rig.echo.send_unsolicited(b"deferred");
+            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 1));
+            rig.echo.send_unsolicited(b"dispatch");
+            assert!(wait_until(|| rig.echo.stats().unsolicited_completed == 2));
+            assert_eq!(
+                *channel.handler().deliveries.lock().unwrap(),
+                [(false, true), (true, false), (false, true)],
+                "{version:?}: the redelivery only"
+            );
+        }
+        rig.finish();
+    }
+}
+
+// ---- teardown with sends in flight ---------------------------------------------------------
+
+/// Dropping the owner with sends in flight (the host stalled) completes each of them exactly
+/// once, with `STATUS_CANCELLED` and its context, before the drop returns.
+#[test]
+fn channel_dropped_with_sends_in_flight_cancels_them() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
+            let words = PacketPool::words_needed(&channel, 2).unwrap();
+            let pool = channel
+                .attach_packet_pool(vec![PoolWord::ZERO; words].into_boxed_slice())
+                .unwrap();
+            rig.offer.stall(true);
+            for i in 0..5_u64 {
+                channel
+                    .send(&i.to_le_bytes(), SendFlags::WAIT_FOR_COMPLETION, i)
+                    .unwrap();
+            }
+            for i in 5..7_u64 {
+                pool.send(&i.to_le_bytes(), SendFlags::WAIT_FOR_COMPLETION, i)
+                    .unwrap();
+            }
+            assert_eq!(pool.in_use(), 2);
+            let observer = channel.new_ref();
+            let h = observer.handler();
+            std::thread::sleep(Duration::from_millis(10));
+            assert_eq!(
+                h.completed.load(Ordering::SeqCst),
+                0,
+                "{version:?}: in flight"
+            );
+            drop(channel);
+            assert_eq!(h.completed.load(Ordering::SeqCst), 7, "{version:?}");
+            let completions = h.completions.lock().unwrap();
+            let mut contexts: Vec<u64> = completions.iter().map(|c| c.2).collect();
+            contexts.sort_unstable();
+            assert_eq!(contexts, (0..7).collect::<Vec<_>>(), "each once");
+            for (status, response, _) in completions.iter() {
+                assert_eq!(*status, NtStatus::CANCELLED, "{version:?}");
+                assert!(response.is_empty());
+            }
+            drop(completions);
+            assert_eq!(
+                observer.send(b"late", SendFlags::empty(), 99),
+                Err(NtStatus::INVALID_DEVICE_STATE)
+            );
+            assert_eq!(
+                pool.send(b"late", SendFlags::empty(), 99),
+                Err(NtStatus::INVALID_DEVICE_STATE)
+            );
+            rig.offer.stall(false);
+        }
+        rig.finish();
+    }
+}
+
+// ---- IRQL tokens at delivery -------------------------------------------------------------
+
+/// Counts deliveries that carried a PASSIVE_LEVEL token on the emulator's DPC thread, and those
+/// that carried one on its passive worker.
+struct TokenWatch {
+    deliveries: AtomicU32,
+    at_dispatch_with_token: AtomicU32,
+    at_passive_with_token: AtomicU32,
+}
+
+impl ChannelHandler for TokenWatch {
+    type PacketContext = ();
+    fn process_packet(&self, _: &ChannelCore<Self>, packet: IncomingPacket<'_, Self>) {
+        self.deliveries.fetch_add(1, Ordering::SeqCst);
+        if packet.passive_level().is_some() {
+            if on_dpc_thread() {
+                self.at_dispatch_with_token.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.at_passive_with_token.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// A token never comes with a DISPATCH_LEVEL delivery: the delivery IRQL can only be switched
+/// while the channel is not enabled (KMCL does not say when a switch reaches packets already on
+/// their way), and the trampoline confirms PASSIVE_LEVEL with the IRQL probe before minting one.
+#[test]
+fn passive_token_is_never_minted_at_dispatch() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let mut channel = rig.open(
+                &config(),
+                TokenWatch {
+                    deliveries: AtomicU32::new(0),
+                    at_dispatch_with_token: AtomicU32::new(0),
+                    at_passive_with_token: AtomicU32::new(0),
+                },
+            );
+            assert_eq!(
+                channel.set_incoming_processing_at_passive(&passive(), true),
+                Err(NtStatus::INVALID_DEVICE_STATE),
+                "{version:?}: not while enabled"
+            );
+            for round in 0..6_u32 {
+                let at_passive = round % 2 == 0;
+                channel.disable(&passive());
+                channel
+                    .set_incoming_processing_at_passive(&passive(), at_passive)
+                    .unwrap();
+                channel.enable(&passive()).unwrap();
+                for _ in 0..20 {
+                    rig.offer.host_send(&[1; 8], true).unwrap();
+                }
+                let h = channel.handler();
+                assert!(wait_until(
+                    || h.deliveries.load(Ordering::SeqCst) == (round + 1) * 20
+                ));
+            }
+            let h = channel.handler();
+            assert_eq!(
+                h.at_passive_with_token.load(Ordering::SeqCst),
+                60,
+                "{version:?}: the three at-passive rounds carried tokens"
+            );
+            assert_eq!(
+                h.at_dispatch_with_token.load(Ordering::SeqCst),
+                0,
+                "{version:?}: a PassiveLevel token was handed to a DISPATCH_LEVEL callback"
+            );
+            channel.close(&passive());
+        }
+        rig.finish();
+    }
+}
+
+// A handler that keeps its own channel's owner (and could tear the channel down from its own
+// callback, freeing itself under `&self`) does not compile: `Channel` is not `Send`, and a
+// handler is `Send + Sync` (the `compile_fail` doctest on `Channel`).

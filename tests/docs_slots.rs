@@ -1,5 +1,6 @@
 //! `docs/slots.md` stays complete and true: it lists every one of the 57 client slots, in slot
-//! order, each with a safe API item, and every test it names exists.
+//! order, each with a safe API item; every test it names exists, and so does every
+//! `Type::method` / `Drop for Type` it names.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -69,4 +70,65 @@ fn every_named_test_exists() {
             );
         }
     }
+}
+
+/// Every `Type::method` and `Drop for Type` named in the "safe API" column is an item of the
+/// library (a renamed or removed item would leave the table stale).
+#[test]
+fn every_named_api_item_exists() {
+    let rows = rows(&repo_file("docs/slots.md"));
+    let mut library = String::new();
+    for entry in fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("src")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            library.push_str(&fs::read_to_string(path).unwrap());
+        }
+    }
+    let is_ident =
+        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let declares_type = |name: &str| {
+        ["struct", "enum", "trait"]
+            .iter()
+            .any(|kind| library.contains(&format!("pub {kind} {name}")))
+    };
+    let mut checked = 0;
+    for row in rows {
+        for item in row[2].split('`').skip(1).step_by(2) {
+            if let Some(ty) = item.strip_prefix("Drop for ") {
+                assert!(
+                    declares_type(ty),
+                    "docs/slots.md names `{item}`: no type {ty}"
+                );
+                assert!(
+                    library.contains(&format!("Drop for {ty}<")),
+                    "docs/slots.md names `{item}`, which the library does not implement"
+                );
+                checked += 1;
+            } else if let Some((ty, member)) = item.split_once("::") {
+                if !(is_ident(ty) && is_ident(member) && ty.starts_with(char::is_uppercase)) {
+                    continue; // e.g. `ExternalData::{Mdl, Pending}`
+                }
+                assert!(
+                    declares_type(ty),
+                    "docs/slots.md names `{item}`: no type {ty}"
+                );
+                let found = if member.starts_with(char::is_uppercase) {
+                    library.contains(&format!("    {member}("))
+                        || library.contains(&format!("    {member},"))
+                } else {
+                    library.contains(&format!("fn {member}("))
+                        || library.contains(&format!("fn {member}<"))
+                };
+                assert!(
+                    found,
+                    "docs/slots.md names `{item}`, which is no library item"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked > 50,
+        "the column names the API ({checked} items checked)"
+    );
 }

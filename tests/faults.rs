@@ -11,30 +11,36 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Incoming, Recorder, Rig, rig, wait_until};
-use vmbus_kmcl::{Channel, ChannelConfig, GpadlFlags, NtStatus, PacketPool, PoolWord, SendFlags};
+use common::{Incoming, Recorder, Rig, passive, rig, wait_until};
+use vmbus_kmcl::{
+    Channel, ChannelConfig, GpadlFlags, NtStatus, PacketPool, Page, PoolWord, SendFlags,
+};
 use vmbus_kmcl_sim::{InterfaceVersion as SimVersion, Slot, SlotReturn};
 
 const INJECTED: NtStatus = NtStatus::INSUFFICIENT_RESOURCES;
 
-/// The whole client path through the safe API; the first failure is returned.
-fn scenario(rig: &Rig) -> vmbus_kmcl::Result<()> {
+/// The whole client path through the safe API; the first failure is returned. With
+/// `kmcl_storage_in_channel` the KMCL channel is initialized in the channel's allocation
+/// (`VmbChannelInitialize`, V5) instead of allocated by KMCL.
+fn scenario(rig: &Rig, kmcl_storage_in_channel: bool) -> vmbus_kmcl::Result<()> {
+    let irql = passive();
     let config = ChannelConfig::new()
         .ring_buffer_pages(8, 8)
         .maximum_packet_size(4096)
         .maximum_external_data(64 * 1024, 2)
-        .client_context_size(8);
-    let channel = pin!(Channel::new(
+        .client_context_size(8)
+        .kmcl_storage_in_channel(kmcl_storage_in_channel);
+    let mut channel = Channel::new(
+        &irql,
         &rig.interface,
         rig.parent,
         &config,
-        Recorder::new(Incoming::CompleteReversed)
-    )?);
-    channel.as_ref().enable()?;
+        Recorder::new(Incoming::CompleteReversed),
+    )?;
+    channel.enable(&irql)?;
     let h = channel.handler();
 
     channel.send(b"ping", SendFlags::WAIT_FOR_COMPLETION, 1)?;
@@ -43,19 +49,35 @@ fn scenario(rig: &Rig) -> vmbus_kmcl::Result<()> {
     }
     let mut response = [0_u8; 8];
     channel.send_synchronous(
+        &irql,
         b"sync",
         SendFlags::WAIT_FOR_COMPLETION,
         &mut response,
-        Some(Duration::from_secs(5)),
+        Duration::from_secs(5),
     )?;
-    let mut buffer = vec![0_u8; 8192];
-    drop(channel.create_gpadl(&mut buffer, GpadlFlags::empty())?);
+    let buffer = vec![Page::ZERO; 2].into_boxed_slice();
+    let gpadl = channel
+        .create_gpadl(&irql, buffer, GpadlFlags::empty())
+        .map_err(|error| error.status)?;
+    drop(gpadl.delete(&irql));
+    let parked = channel
+        .create_gpadl(
+            &irql,
+            vec![Page::ZERO; 1].into_boxed_slice(),
+            GpadlFlags::empty(),
+        )
+        .map_err(|error| error.status)?;
+    drop(parked);
+    if channel.reclaim_gpadls(&irql) != 1 {
+        return Err(NtStatus::UNSUCCESSFUL);
+    }
     channel.set_interrupt_latency(10)?;
 
-    let mut storage = vec![PoolWord::ZERO; PacketPool::words_needed(&channel, 1)?];
-    let pool = channel.packet_pool(&mut storage)?;
-    pool.allocate()?
-        .send(b"pooled", SendFlags::WAIT_FOR_COMPLETION, 2)?;
+    let storage = vec![PoolWord::ZERO; PacketPool::words_needed(&channel, 1)?];
+    let pool = channel
+        .attach_packet_pool(storage.into_boxed_slice())
+        .map_err(|error| error.status)?;
+    pool.send(b"pooled", SendFlags::WAIT_FOR_COMPLETION, 2)?;
     if !wait_until(|| h.completed.load(Ordering::SeqCst) == 2) {
         return Err(NtStatus::UNSUCCESSFUL);
     }
@@ -67,11 +89,17 @@ fn scenario(rig: &Rig) -> vmbus_kmcl::Result<()> {
     Ok(())
 }
 
-fn sweep(version: SimVersion, expected_on_path: &[Slot]) {
+/// Fails each status-returning slot once in a fresh run of the scenario; returns the slots
+/// whose fault surfaced.
+fn sweep(
+    version: SimVersion,
+    kmcl_storage_in_channel: bool,
+    expected_on_path: &[Slot],
+) -> BTreeSet<Slot> {
     // Unfaulted, the scenario passes.
     {
         let rig = rig(version);
-        scenario(&rig).unwrap();
+        scenario(&rig, kmcl_storage_in_channel).unwrap();
         drop(rig.interface);
         rig.bus.assert_clean();
     }
@@ -82,7 +110,7 @@ fn sweep(version: SimVersion, expected_on_path: &[Slot]) {
         }
         let rig = rig(version);
         assert!(rig.bus.faults().fail_nth(slot, 1, INJECTED.raw()));
-        let result = scenario(&rig);
+        let result = scenario(&rig, kmcl_storage_in_channel);
         if let Err(status) = result {
             assert_eq!(
                 status,
@@ -103,12 +131,14 @@ fn sweep(version: SimVersion, expected_on_path: &[Slot]) {
             slot.name()
         );
     }
+    failed
 }
 
 #[test]
 fn every_call_on_the_path_can_fail_cleanly_v1() {
     sweep(
         SimVersion::V1,
+        false,
         &[
             Slot::VmbChannelAllocate,
             Slot::VmbClientChannelInitSetRingBufferPageCount,
@@ -130,8 +160,9 @@ fn every_call_on_the_path_can_fail_cleanly_v1() {
 
 #[test]
 fn every_call_on_the_path_can_fail_cleanly_v5() {
-    sweep(
+    let failed = sweep(
         SimVersion::V5,
+        false,
         &[
             Slot::VmbChannelAllocate,
             Slot::VmbClientChannelInitSetRingBufferPageCount,
@@ -149,5 +180,38 @@ fn every_call_on_the_path_can_fail_cleanly_v5() {
             Slot::VmbChannelSetInterruptLatency,
             Slot::VmbPacketInitialize,
         ],
+    );
+    assert!(
+        !failed.contains(&Slot::VmbChannelInitialize),
+        "VmbChannelInitialize only with kmcl_storage_in_channel"
+    );
+}
+
+#[test]
+fn every_call_on_the_path_can_fail_cleanly_v5_kmcl_storage_in_channel() {
+    let failed = sweep(
+        SimVersion::V5,
+        true,
+        &[
+            Slot::VmbChannelInitialize,
+            Slot::VmbClientChannelInitSetRingBufferPageCount,
+            Slot::VmbChannelInitSetMaximumPacketSize,
+            Slot::VmbChannelInitSetMaximumExternalData,
+            Slot::VmbChannelInitSetClientContextSize,
+            Slot::VmbChannelInitSetInlinePacketContextSize,
+            Slot::VmbChannelInitSetStateChangeCallbacks,
+            Slot::VmbChannelInitSetProcessPacketCallbacksEx,
+            Slot::VmbChannelEnable,
+            Slot::VmbPacketAllocate,
+            Slot::VmbPacketSend,
+            Slot::VmbChannelSendSynchronousRequest,
+            Slot::VmbChannelCreateGpadlFromBuffer,
+            Slot::VmbChannelSetInterruptLatency,
+            Slot::VmbPacketInitialize,
+        ],
+    );
+    assert!(
+        !failed.contains(&Slot::VmbChannelAllocate),
+        "the KMCL channel is initialized in the channel's allocation, not allocated"
     );
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use vmbus_kmcl::sys::GUID;
 use vmbus_kmcl::{
-    Channel, ChannelHandler, Completion, IncomingPacket, KmclInterface, NtStatus, ParentDevice,
+    Channel, ChannelCore, ChannelHandler, Completion, IncomingPacket, KmclInterface, NtStatus,
+    ParentDevice, PassiveLevel,
 };
 use vmbus_kmcl_sim::{
     EchoControl, EchoVsp, InterfaceVersion as SimVersion, Offer, Vmbus, VmbusConfig,
@@ -42,7 +43,46 @@ pub struct Rig {
     pub bus: Vmbus,
 }
 
+thread_local! {
+    /// A test thread's raised IRQL (as `KeRaiseIrql` would set), if any.
+    static RAISED_IRQL: std::cell::Cell<Option<u8>> = const { std::cell::Cell::new(None) };
+}
+
+/// The IRQL model the tests run under: the emulator's DPC threads run at DISPATCH_LEVEL, a test
+/// thread at whatever it raised itself to, everything else at PASSIVE_LEVEL.
+fn modelled_irql() -> vmbus_kmcl::Irql {
+    if let Some(raised) = RAISED_IRQL.with(std::cell::Cell::get) {
+        return vmbus_kmcl::Irql(raised);
+    }
+    if on_dpc_thread() {
+        vmbus_kmcl::Irql::DISPATCH
+    } else {
+        vmbus_kmcl::Irql::PASSIVE
+    }
+}
+
+/// Installs [`modelled_irql`] as the library's IRQL probe (once per test binary).
+pub fn install_irql_model() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the model reports DISPATCH_LEVEL on the emulator's DPC threads and never
+        // PASSIVE_LEVEL on a thread the emulator treats as running above it.
+        unsafe { vmbus_kmcl::irql::set_irql_probe(Some(modelled_irql)) };
+    });
+}
+
+/// Runs `f` with this thread's IRQL raised to `irql` (as between `KeRaiseIrql` and
+/// `KeLowerIrql`).
+pub fn at_irql<R>(irql: vmbus_kmcl::Irql, f: impl FnOnce() -> R) -> R {
+    install_irql_model();
+    RAISED_IRQL.with(|raised| raised.set(Some(irql.0)));
+    let result = f();
+    RAISED_IRQL.with(|raised| raised.set(None));
+    result
+}
+
 pub fn rig(version: SimVersion) -> Rig {
+    install_irql_model();
     let bus = Vmbus::new(VmbusConfig::new(version));
     let (vsp, echo) = EchoVsp::new();
     let offer = bus.offer(ECHO_TYPE, ECHO_INSTANCE, Box::new(vsp));
@@ -57,17 +97,30 @@ pub fn rig(version: SimVersion) -> Rig {
     }
 }
 
+/// The PASSIVE_LEVEL token of a test thread (the emulator runs no test code at DISPATCH_LEVEL).
+pub fn passive() -> PassiveLevel {
+    PassiveLevel::check().expect("test threads run at PASSIVE_LEVEL")
+}
+
 impl Rig {
+    /// A channel on the echo offer, not yet enabled.
+    pub fn create<H: ChannelHandler>(
+        &self,
+        config: &vmbus_kmcl::ChannelConfig,
+        handler: H,
+    ) -> Channel<H> {
+        Channel::new(&passive(), &self.interface, self.parent, config, handler)
+            .expect("Channel::new")
+    }
+
     /// A channel on the echo offer, enabled.
     pub fn open<H: ChannelHandler>(
         &self,
         config: &vmbus_kmcl::ChannelConfig,
         handler: H,
-    ) -> std::pin::Pin<Box<Channel<H>>> {
-        let channel = Box::pin(
-            Channel::new(&self.interface, self.parent, config, handler).expect("Channel::new"),
-        );
-        channel.as_ref().enable().expect("enable");
+    ) -> Channel<H> {
+        let mut channel = self.create(config, handler);
+        channel.enable(&passive()).expect("enable");
         channel
     }
 
@@ -147,25 +200,26 @@ impl Recorder {
 impl ChannelHandler for Recorder {
     type PacketContext = u64;
 
-    fn opened(&self, _: &Channel<Self>) -> vmbus_kmcl::Result<()> {
+    fn opened(&self, _: &ChannelCore<Self>, _: &PassiveLevel) -> vmbus_kmcl::Result<()> {
         self.opened.fetch_add(1, Ordering::SeqCst);
         self.fail_open.map_or(Ok(()), Err)
     }
-    fn closed(&self, _: &Channel<Self>) {
+    fn closed(&self, _: &ChannelCore<Self>, _: &PassiveLevel) {
         self.closed.fetch_add(1, Ordering::SeqCst);
     }
-    fn suspend(&self, _: &Channel<Self>) {
+    fn suspend(&self, _: &ChannelCore<Self>, _: &PassiveLevel) {
         self.suspended.fetch_add(1, Ordering::SeqCst);
     }
-    fn started(&self, _: &Channel<Self>) {
+    fn started(&self, _: &ChannelCore<Self>, _: &PassiveLevel) {
         self.started.fetch_add(1, Ordering::SeqCst);
     }
-    fn post_started(&self, _: &Channel<Self>) {
+    fn post_started(&self, _: &ChannelCore<Self>, _: &PassiveLevel) {
         self.post_started.fetch_add(1, Ordering::SeqCst);
     }
-    fn process_packet(&self, _: &Channel<Self>, packet: IncomingPacket<'_>) {
+    fn process_packet(&self, _: &ChannelCore<Self>, packet: IncomingPacket<'_, Self>) {
         let seen = self.deliveries.fetch_add(1, Ordering::SeqCst);
-        let data = packet.data().to_vec();
+        let mut data = vec![0; packet.data().len()];
+        packet.copy_data(&mut data);
         match self.incoming {
             Incoming::CompleteReversed => {
                 let reply: Vec<u8> = data.iter().rev().copied().collect();
@@ -188,17 +242,19 @@ impl ChannelHandler for Recorder {
             }
         }
     }
-    fn processing_complete(&self, _: &Channel<Self>, _: u32) {
+    fn processing_complete(&self, _: &ChannelCore<Self>, _: u32) {
         self.batches.fetch_add(1, Ordering::SeqCst);
     }
-    fn pnp_failure(&self, _: &Channel<Self>, status: NtStatus) {
+    fn pnp_failure(&self, _: &ChannelCore<Self>, status: NtStatus, _: &PassiveLevel) {
         self.pnp_failures.lock().unwrap().push(status);
     }
-    fn packet_completed(&self, _: &Channel<Self>, done: Completion<'_, u64>) {
+    fn packet_completed(&self, _: &ChannelCore<Self>, done: Completion<'_, u64>) {
+        let mut response = vec![0; done.response.len()];
+        done.response.copy_to(&mut response);
         self.completions
             .lock()
             .unwrap()
-            .push((done.status, done.response.to_vec(), done.context));
+            .push((done.status, response, done.context));
         self.completed.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -225,4 +281,19 @@ impl Pages {
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         zerocopy::IntoBytes::as_mut_bytes(self.0.as_mut_slice())
     }
+}
+
+/// Copies a host-memory view into a `Vec` (test code may allocate).
+pub fn to_vec(view: vmbus_kmcl::HostBytes<'_>) -> Vec<u8> {
+    let mut out = vec![0; view.len()];
+    assert_eq!(view.copy_to(&mut out), out.len());
+    out
+}
+
+/// True on an emulator callback ("DPC") thread, which models DISPATCH_LEVEL; the passive
+/// worker (`vmbus-passive-*`) and test threads model PASSIVE_LEVEL.
+pub fn on_dpc_thread() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with("vmbus-dpc"))
 }

@@ -5,9 +5,11 @@
 //! host notifications, GPADL bulk transfers, synchronous requests), closes, shuts the bus down
 //! and checks everything it can count on both sides: a [`Report`] with the numbers and every
 //! mismatch found. [`Rig`] is the same setup for tests that drive the pieces themselves.
+//! [`SimChannel`] is the echo channel together with its [`AckWorker`], the thread that
+//! acknowledges pended host packets (the driver's work item).
 
 use core::fmt;
-use core::pin::pin;
+use core::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use vmbus_echo::client::{
@@ -16,11 +18,10 @@ use vmbus_echo::client::{
 use vmbus_echo::protocol::{self, ProtocolError, RejectReason};
 use vmbus_echo::stats::LatencySummary;
 use vmbus_kmcl::sys::GUID;
-use vmbus_kmcl::{KmclInterface, NtStatus, ParentDevice};
+use vmbus_kmcl::{KmclInterface, NtStatus, ParentDevice, PassiveLevel};
 use vmbus_kmcl_sim::{InterfaceVersion, Offer, OfferCounters, VerifierReport, Vmbus, VmbusConfig};
-use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
-use crate::platform::StdPlatform;
+use crate::platform::{AckWorker, StdPlatform};
 use crate::vsp::{EchoHost, HostConfig, HostControl, HostStats};
 
 /// The interface instance of the emulated echo offer: `{29d870f5-0ff1-4ded-a62a-1d5af32be7e7}`.
@@ -72,16 +73,69 @@ impl Rig {
         self.offer.parent_device()
     }
 
-    /// Queries the interface and creates the echo channel (not yet open).
+    /// Queries the interface and creates the echo channel (not yet open) with its ack worker.
     ///
     /// # Errors
-    /// As `Rig::interface` and `client::create_channel`.
-    pub fn create_channel(
-        &self,
-        config: &EchoConfig,
-    ) -> Result<EchoChannel<StdPlatform>, EchoError> {
+    /// As `Rig::interface` and [`SimChannel::create`].
+    pub fn create_channel(&self, config: &EchoConfig) -> Result<SimChannel, EchoError> {
         let interface = self.interface()?;
-        client::create_channel(&interface, self.parent(), config, StdPlatform::new())
+        SimChannel::create(&interface, self.parent(), config)
+    }
+}
+
+/// The echo channel of a simulated device with its [`AckWorker`]: what the driver keeps in its
+/// device context (the channel, and the work item that acknowledges pended host packets).
+/// Dereferences to the [`EchoChannel`]; dropping it stops the worker, then tears the channel
+/// down.
+#[derive(Debug)]
+pub struct SimChannel {
+    /// Dropped first: the worker lets go of its channel reference before the teardown.
+    worker: AckWorker,
+    echo: EchoChannel<StdPlatform>,
+}
+
+impl SimChannel {
+    /// `client::create_channel` with a fresh [`StdPlatform`] on the calling (test) thread,
+    /// then starts the ack worker with a reference to the channel.
+    ///
+    /// # Errors
+    /// As `client::create_channel`; `STATUS_INSUFFICIENT_RESOURCES` when the worker thread
+    /// cannot be started; `STATUS_INVALID_DEVICE_STATE` off PASSIVE_LEVEL.
+    pub fn create(
+        interface: &KmclInterface,
+        parent: ParentDevice,
+        config: &EchoConfig,
+    ) -> Result<Self, EchoError> {
+        let irql = PassiveLevel::check().ok_or(EchoError::Kmcl(NtStatus::INVALID_DEVICE_STATE))?;
+        let echo = client::create_channel(&irql, interface, parent, config, StdPlatform::new())?;
+        let worker = AckWorker::start(echo.new_ref())
+            .map_err(|_| EchoError::Kmcl(NtStatus::INSUFFICIENT_RESOURCES))?;
+        Ok(Self { worker, echo })
+    }
+
+    /// The worker that acknowledges pended host packets.
+    #[must_use]
+    pub fn worker(&self) -> &AckWorker {
+        &self.worker
+    }
+
+    /// The platform (clock, events, ack-worker statistics).
+    #[must_use]
+    pub fn platform(&self) -> &StdPlatform {
+        self.echo.client().platform()
+    }
+}
+
+impl Deref for SimChannel {
+    type Target = EchoChannel<StdPlatform>;
+    fn deref(&self) -> &Self::Target {
+        &self.echo
+    }
+}
+
+impl DerefMut for SimChannel {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.echo
     }
 }
 
@@ -257,11 +311,6 @@ impl Report {
     }
 }
 
-/// A page-aligned bulk buffer.
-#[derive(Clone, FromBytes, IntoBytes, KnownLayout, Immutable)]
-#[repr(C, align(4096))]
-struct Page([u8; 4096]);
-
 /// Runs the main job with `options`; never panics, always shuts the bus down, and reports
 /// every mismatch.
 #[must_use]
@@ -287,12 +336,14 @@ pub fn run(options: &Options) -> Report {
                 ring_pages: options.ring_pages,
                 timeout_ns: u64::try_from(options.timeout.as_nanos()).unwrap_or(u64::MAX),
                 window: options.window,
+                bulk_bytes: if options.paths.bulk {
+                    u32::try_from(options.bulk_bytes).unwrap_or(u32::MAX)
+                } else {
+                    0
+                },
             };
-            match client::create_channel(&interface, rig_parent, &config, StdPlatform::new()) {
-                Ok(channel) => {
-                    let channel = pin!(channel);
-                    exercise(&mut report, channel.as_ref(), &offer, &control);
-                }
+            match SimChannel::create(&interface, rig_parent, &config) {
+                Ok(mut channel) => exercise(&mut report, &mut channel, &offer, &control),
                 Err(error) => report.fail(format!("creating the channel failed: {error}")),
             }
         }
@@ -324,14 +375,12 @@ fn is_planted_mismatch(error: &EchoError) -> bool {
     matches!(error, EchoError::Rejected(ProtocolError::PayloadMismatch))
 }
 
-fn exercise(
-    report: &mut Report,
-    channel: core::pin::Pin<&EchoChannel<StdPlatform>>,
-    offer: &Offer,
-    host: &HostControl,
-) {
+fn exercise(report: &mut Report, channel: &mut SimChannel, offer: &Offer, host: &HostControl) {
     let options = report.options;
-    let session = match Session::open(channel) {
+    let Some(irql) = PassiveLevel::check() else {
+        return report.fail("the harness thread is not at PASSIVE_LEVEL");
+    };
+    let mut session = match Session::open(channel, &irql) {
         Ok(session) => session,
         Err(error) => return report.fail(format!("open failed: {error}")),
     };
@@ -364,23 +413,13 @@ fn exercise(
         if session.version().unwrap_or(0) < protocol::VERSION_2 {
             report.bulk_skipped = true;
         } else {
-            let pages = options.bulk_bytes.div_ceil(4096).max(1);
-            let mut buffer = <[Page]>::new_box_zeroed_with_elems(pages).ok();
-            match buffer
-                .as_deref_mut()
-                .and_then(|pages| pages.as_mut_bytes().get_mut(..options.bulk_bytes))
-            {
-                Some(bytes) => {
-                    for round in 0..options.bulk_rounds {
-                        let seed = 0xB01C_0000_u64 + u64::from(round);
-                        match session.bulk(bytes, seed) {
-                            Ok(()) => {}
-                            Err(error) if hostile && round == 0 && is_planted_mismatch(&error) => {}
-                            Err(error) => report.fail(format!("bulk {round} failed: {error}")),
-                        }
-                    }
+            for round in 0..options.bulk_rounds {
+                let seed = 0xB01C_0000_u64 + u64::from(round);
+                match session.bulk(options.bulk_bytes, seed) {
+                    Ok(()) => {}
+                    Err(error) if hostile && round == 0 && is_planted_mismatch(&error) => {}
+                    Err(error) => report.fail(format!("bulk {round} failed: {error}")),
                 }
-                None => report.fail("could not allocate the bulk buffer"),
             }
         }
         report.bulk_elapsed = start.elapsed();
@@ -428,7 +467,23 @@ fn exercise(
         report.fail(format!("close failed: {error}"));
     }
     // Final counters: the close may only have added the goodbye.
-    report.driver = client.counters();
+    report.driver = channel.client().counters();
+    if channel.bulk_gpadl().is_some() {
+        report.fail("the bulk GPADL outlived the session");
+    }
+    if channel.pool().in_use() != 0 {
+        report.fail(format!(
+            "{} pool packets still in use after close",
+            channel.pool().in_use()
+        ));
+    }
+    let platform = channel.platform();
+    if report.driver.acks_completed > 0
+        && (platform.worker_thread().is_none()
+            || platform.worker_thread() == platform.receive_thread())
+    {
+        report.fail("pended host packets were not acknowledged from the worker thread");
+    }
 }
 
 /// Compares the driver's and the host's accounts.
@@ -518,6 +573,23 @@ fn check(report: &mut Report) {
         h.hostile_unsolicited,
     );
     report.expect_eq("acknowledgement mismatches", h.ack_mismatches, 0);
+    report.expect_eq(
+        "host packets acknowledged (pended or in the callback)",
+        d.acks_pended + d.acks_inline,
+        d.incoming,
+    );
+    report.expect_eq(
+        "pended host packets completed",
+        d.acks_completed,
+        d.acks_pended,
+    );
+    report.expect_eq("pended host packets cancelled", d.acks_cancelled, 0);
+    if d.incoming > 0 && d.acks_pended == 0 {
+        report.fail("no host packet was pended");
+    }
+    if d.packets_sent > 0 && d.sends_pooled == 0 {
+        report.fail("no request was sent from the packet pool");
+    }
     report.expect_eq("malformed guest messages", h.guest_errors, 0);
     report.expect_eq("host send errors", h.host_errors, 0);
     report.expect_eq("send failures", d.send_failures, 0);

@@ -23,6 +23,6 @@ pub mod harness;
 pub mod platform;
 pub mod vsp;
 
-pub use harness::{Options, Paths, Report, Rig, run};
-pub use platform::StdPlatform;
+pub use harness::{Options, Paths, Report, Rig, SimChannel, run};
+pub use platform::{AckWorker, StdPlatform};
 pub use vsp::{EchoHost, HostConfig, HostControl, HostStats, HostileKind};

@@ -150,6 +150,11 @@ pub struct HostStats {
     pub hostile_acked: u64,
     /// Acknowledgements whose status or sequence was not what the host expected.
     pub ack_mismatches: u64,
+    /// Completions of packets the host's session did not send itself (a test injected them
+    /// with `Offer::host_send`).
+    pub untracked_acks: u64,
+    /// Of those, the well-formed `NotificationAck`s with status 0 (accepted).
+    pub untracked_acks_ok: u64,
     /// Sends or completions the emulator refused.
     pub host_errors: u64,
 }
@@ -649,9 +654,6 @@ impl HostDevice for EchoHost {
     }
 
     fn on_completion(&mut self, _channel: &mut HostChannel, completion: &HostCompletion) {
-        let Some(expect) = self.session.pending.remove(&completion.transaction_id) else {
-            return;
-        };
         let ack = protocol::parse(&completion.payload).ok().and_then(|m| {
             let m = m
                 .expect(
@@ -662,6 +664,14 @@ impl HostDevice for EchoHost {
                 .ok()?;
             Some((m.sequence(), m.body::<NotificationAck>().ok()?.status.get()))
         });
+        let Some(expect) = self.session.pending.remove(&completion.transaction_id) else {
+            let mut s = self.stats();
+            s.stats.untracked_acks += 1;
+            if matches!(ack, Some((_, 0))) {
+                s.stats.untracked_acks_ok += 1;
+            }
+            return;
+        };
         let mut s = self.stats();
         match (expect, ack) {
             (Expect::Valid(sequence), Some((acked, 0))) if acked == sequence => {

@@ -8,13 +8,13 @@
 //! garbage, wrong contents) is rejected and counted under the right reason, the driver keeps
 //! working, and nothing leaks.
 
-use core::pin::pin;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use vmbus_echo::client::{EchoConfig, EchoError, Session};
+use vmbus_echo::client::{EchoClient, EchoConfig, EchoError, Session};
 use vmbus_echo::protocol::{self, MessageType, ProtocolError, RejectReason};
-use vmbus_echo_sim::{HostConfig, HostileKind, Options, Rig, run};
+use vmbus_echo_sim::{HostConfig, HostileKind, Options, Rig, StdPlatform, run};
+use vmbus_kmcl::PassiveLevel;
 use vmbus_kmcl_sim::InterfaceVersion;
 use zerocopy::IntoBytes;
 
@@ -81,14 +81,14 @@ fn every_response_corrupted() {
     assert_eq!(r.host.hostile_acked, 45);
 }
 
-/// Waits until the driver has seen `n` host packets.
-fn wait_incoming(channel: &vmbus_echo::client::EchoChannel<vmbus_echo_sim::StdPlatform>, n: u64) {
+/// Waits until the driver has seen `n` host packets and acknowledged every one.
+fn wait_incoming(client: &EchoClient<StdPlatform>, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while channel.handler().counters().incoming < n {
+    while client.counters().incoming < n || client.acks_outstanding() > 0 {
         assert!(
             Instant::now() < deadline,
             "driver saw {:?}",
-            channel.handler().counters()
+            client.counters()
         );
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -98,8 +98,10 @@ fn wait_incoming(channel: &vmbus_echo::client::EchoChannel<vmbus_echo_sim::StdPl
 fn each_malformed_notification_is_rejected_with_its_reason() {
     let rig = Rig::new(InterfaceVersion::V5, HostConfig::HONEST);
     {
-        let channel = pin!(rig.create_channel(&EchoConfig::DEFAULT).unwrap());
-        let session = Session::open(channel.as_ref()).unwrap();
+        let irql = PassiveLevel::check().unwrap();
+        let mut channel = rig.create_channel(&EchoConfig::DEFAULT).unwrap();
+        let session = Session::open(&mut channel, &irql).unwrap();
+        let client = session.client();
         let v = session.version().unwrap();
         let good = |seq: u64| {
             let mut payload = [0_u8; 24];
@@ -138,10 +140,10 @@ fn each_malformed_notification_is_rejected_with_its_reason() {
         *b.last_mut().unwrap() ^= 1;
         cases.push((b, RejectReason::PayloadMismatch));
         for (i, (bytes, reason)) in cases.iter().enumerate() {
-            let before = channel.handler().counters();
+            let before = client.counters();
             rig.offer.host_send(bytes, true).unwrap();
-            wait_incoming(&channel, before.incoming + 1);
-            let after = channel.handler().counters();
+            wait_incoming(client, before.incoming + 1);
+            let after = client.counters();
             assert_eq!(
                 after.rejected(*reason),
                 before.rejected(*reason) + 1,
@@ -157,10 +159,21 @@ fn each_malformed_notification_is_rejected_with_its_reason() {
         // a replay of it is not.
         rig.offer.host_send(&good(1), true).unwrap();
         rig.offer.host_send(&good(1), false).unwrap();
-        wait_incoming(&channel, cases.len() as u64 + 2);
-        let c = channel.handler().counters();
+        wait_incoming(client, cases.len() as u64 + 2);
+        let c = client.counters();
         assert_eq!(c.notifications_ok, 1);
         assert_eq!(c.rejected(RejectReason::BadSequence), 3);
+        // Each packet was acknowledged once, later, with its verdict; the host got every
+        // acknowledgement that was asked for (all but the last packet).
+        assert_eq!(c.acks_pended + c.acks_inline, c.incoming);
+        assert_eq!(c.acks_completed, c.acks_pended);
+        let expected_acks = cases.len() as u64 + 1;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rig.host.stats().untracked_acks < expected_acks {
+            assert!(Instant::now() < deadline, "{:?}", rig.host.stats());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(rig.host.stats().untracked_acks_ok, 1);
         // The driver keeps working.
         let mut scratch = vec![0_u8; protocol::MAX_MESSAGE];
         session.ping_burst(100, 20, &mut scratch).unwrap();
@@ -173,20 +186,21 @@ fn each_malformed_notification_is_rejected_with_its_reason() {
 fn notification_before_negotiation_is_rejected() {
     let rig = Rig::new(InterfaceVersion::V5, HostConfig::HONEST);
     {
-        let channel = pin!(rig.create_channel(&EchoConfig::DEFAULT).unwrap());
-        channel.as_ref().enable().unwrap();
+        let irql = PassiveLevel::check().unwrap();
+        let mut channel = rig.create_channel(&EchoConfig::DEFAULT).unwrap();
+        channel.channel_mut().enable(&irql).unwrap();
         let mut buf = [0_u8; 64];
         let n = protocol::encode(&mut buf, MessageType::Notification, 2, 1, &[]).unwrap();
         rig.offer.host_send(&buf[..n], true).unwrap();
-        wait_incoming(&channel, 1);
+        wait_incoming(channel.client(), 1);
         assert_eq!(
             channel
-                .handler()
+                .client()
                 .counters()
                 .rejected(RejectReason::NotNegotiated),
             1
         );
-        channel.as_ref().disable();
+        channel.channel_mut().disable(&irql);
     }
     rig.bus.verifier().assert_clean();
 }
@@ -201,8 +215,9 @@ fn wrong_synchronous_answers_are_rejected() {
         },
     );
     {
-        let channel = pin!(rig.create_channel(&EchoConfig::DEFAULT).unwrap());
-        let session = Session::open(channel.as_ref()).unwrap();
+        let irql = PassiveLevel::check().unwrap();
+        let mut channel = rig.create_channel(&EchoConfig::DEFAULT).unwrap();
+        let mut session = Session::open(&mut channel, &irql).unwrap();
         // The hostile host answers the first synchronous request wrongly.
         assert_eq!(
             session.sync_request(7),
@@ -210,13 +225,12 @@ fn wrong_synchronous_answers_are_rejected() {
         );
         assert_eq!(session.sync_request(7), Ok(protocol::sync_answer(7)));
         // And fills the first bulk buffer with the wrong pattern.
-        let mut buffer = vec![0_u8; 10_000];
         assert_eq!(
-            session.bulk(&mut buffer, 5),
+            session.bulk(10_000, 5),
             Err(EchoError::Rejected(ProtocolError::PayloadMismatch))
         );
-        session.bulk(&mut buffer, 6).unwrap();
-        let c = channel.handler().counters();
+        session.bulk(10_000, 6).unwrap();
+        let c = session.client().counters();
         assert_eq!(
             (c.sync_ok, c.sync_failed, c.bulk_ok, c.bulk_failed),
             (1, 1, 1, 1)
@@ -241,8 +255,9 @@ proptest! {
     ) {
         let rig = Rig::new(InterfaceVersion::V5, HostConfig::HONEST);
         {
-            let channel = pin!(rig.create_channel(&EchoConfig::DEFAULT).unwrap());
-            let session = Session::open(channel.as_ref()).unwrap();
+            let irql = PassiveLevel::check().unwrap();
+            let mut channel = rig.create_channel(&EchoConfig::DEFAULT).unwrap();
+            let session = Session::open(&mut channel, &irql).unwrap();
             for (with_header, tail) in &packets {
                 let mut bytes = Vec::new();
                 if *with_header {
@@ -260,8 +275,8 @@ proptest! {
                 }
                 rig.offer.host_send(&bytes, true).unwrap();
             }
-            wait_incoming(&channel, packets.len() as u64);
-            let c = channel.handler().counters();
+            wait_incoming(session.client(), packets.len() as u64);
+            let c = session.client().counters();
             prop_assert_eq!(c.incoming, packets.len() as u64);
             prop_assert_eq!(c.notifications_ok, 0);
             prop_assert_eq!(c.rejected_total(), packets.len() as u64);

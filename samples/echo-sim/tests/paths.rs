@@ -8,13 +8,13 @@
 //! logic (`vmbus_echo::client`) against the echo VSP through real VMBus rings, on every KMCL
 //! interface version, with the verifier clean afterwards.
 
-use core::pin::pin;
 use std::time::Duration;
 
-use vmbus_echo::client::{EchoConfig, EchoError, Session};
+use vmbus_echo::client::{EchoConfig, EchoError, POOL_PACKETS, Session};
 use vmbus_echo::ioctl::{self, PingInput, PingOutput};
 use vmbus_echo::protocol::{self, MAX_PAYLOAD};
 use vmbus_echo_sim::{HostConfig, Options, Paths, Rig, run};
+use vmbus_kmcl::PassiveLevel;
 use vmbus_kmcl_sim::InterfaceVersion;
 use zerocopy::FromBytes;
 
@@ -50,6 +50,13 @@ fn assert_full_run(version: InterfaceVersion) {
     assert_eq!((d.bulk_ok, d.bulk_bytes), (3, 3 * (3 * 4096 + 123)));
     assert_eq!(d.sync_ok, 20);
     assert_eq!(d.rejected_total(), 0);
+    // Every host packet was pended and acknowledged later; every request but the synchronous
+    // ones went out from the packet pool.
+    assert_eq!(d.acks_pended + d.acks_inline, 100);
+    assert!(d.acks_pended > 0);
+    assert_eq!((d.acks_completed, d.acks_cancelled), (d.acks_pended, 0));
+    assert_eq!(d.sends_pooled + d.sends_allocated, 1 + 300 + 1 + 3 + 1);
+    assert!(d.sends_pooled > 0);
     assert_eq!(r.latency.count, 300);
     assert!(r.latency.p50_ns > 0 && r.latency.p50_ns <= r.latency.p99_ns);
     // Version request, pings, notify request, bulk requests, sync requests, goodbye.
@@ -159,10 +166,12 @@ fn version_1_host_has_no_bulk() {
         },
     );
     {
-        let channel = pin!(rig.create_channel(&EchoConfig::DEFAULT).unwrap());
-        let session = Session::open(channel.as_ref()).unwrap();
-        let mut buffer = vec![0_u8; 4096];
-        assert_eq!(session.bulk(&mut buffer, 1), Err(EchoError::NotSupported));
+        let irql = PassiveLevel::check().unwrap();
+        let mut channel = rig.create_channel(&EchoConfig::DEFAULT).unwrap();
+        let mut session = Session::open(&mut channel, &irql).unwrap();
+        // Version 1 has no bulk transfer: no GPADL was created.
+        assert_eq!(session.channel().bulk_gpadl(), None);
+        assert_eq!(session.bulk(4096, 1), Err(EchoError::NotSupported));
         assert_eq!(session.sync_request(3), Ok(protocol::sync_answer(3)));
         session.close().unwrap();
     }
@@ -180,11 +189,13 @@ fn no_common_version_fails_open_cleanly() {
         },
     );
     {
-        let channel = pin!(rig.create_channel(&EchoConfig::DEFAULT).unwrap());
-        let error = Session::open(channel.as_ref()).unwrap_err();
+        let irql = PassiveLevel::check().unwrap();
+        let mut channel = rig.create_channel(&EchoConfig::DEFAULT).unwrap();
+        let error = Session::open(&mut channel, &irql).unwrap_err();
         assert_eq!(error, EchoError::NoCommonVersion { host: 3 });
         assert!(!channel.is_enabled());
-        assert_eq!(channel.handler().negotiated_version(), None);
+        assert_eq!(channel.client().negotiated_version(), None);
+        assert_eq!(channel.bulk_gpadl(), None);
     }
     let host = rig.host.stats();
     assert_eq!((host.opens, host.closes, host.negotiated), (1, 1, 0));
@@ -195,11 +206,19 @@ fn no_common_version_fails_open_cleanly() {
 fn single_ping_ioctl_pause_and_reopen() {
     let rig = Rig::new(InterfaceVersion::V5, HostConfig::HONEST);
     {
-        let channel = pin!(rig.create_channel(&EchoConfig::DEFAULT).unwrap());
+        let irql = PassiveLevel::check().unwrap();
+        let mut channel = rig.create_channel(&EchoConfig::DEFAULT).unwrap();
+        assert!(channel.pool().capacity() >= POOL_PACKETS);
+        assert_eq!(channel.bulk_len(), EchoConfig::DEFAULT.bulk_bytes as usize);
         let mut scratch = vec![0_u8; protocol::MAX_MESSAGE];
+        let mut gpadls = Vec::new();
         for round in 0..2 {
-            let session = Session::open(channel.as_ref()).unwrap();
+            let mut session = Session::open(&mut channel, &irql).unwrap();
             assert_eq!(session.version(), Ok(protocol::MAX_VERSION));
+            // The bulk GPADL exists for the whole session, and the host can see it.
+            let gpadl = session.channel().bulk_gpadl().unwrap();
+            assert!(rig.offer.gpadl(gpadl).is_some());
+            gpadls.push(gpadl);
             let rtt = session.ping(64, &mut scratch).unwrap();
             assert!(rtt > 0);
             // A scratch buffer too small for the message is refused before anything is sent.
@@ -222,6 +241,11 @@ fn single_ping_ioctl_pause_and_reopen() {
             assert_eq!(ioctl::write_ping_output(&output, &mut out), Ok(64));
             assert_eq!(PingOutput::read_from_bytes(&out).unwrap(), output);
 
+            // Several bulk transfers through the same GPADL.
+            session.bulk(3 * 4096, round).unwrap();
+            session.bulk(100, round + 10).unwrap();
+            assert_eq!(session.channel().bulk_gpadl(), Some(gpadl));
+
             // D0Exit / D0Entry: pause and resume delivery.
             session.pause().unwrap();
             session.resume().unwrap();
@@ -231,18 +255,26 @@ fn single_ping_ioctl_pause_and_reopen() {
                 Ok(protocol::sync_answer(round))
             );
             session.close().unwrap();
+            // Close deleted the GPADL (the host no longer sees it) and kept the buffer.
+            assert_eq!(channel.bulk_gpadl(), None);
+            assert!(rig.offer.gpadl(gpadl).is_none());
+            assert_eq!(channel.pool().in_use(), 0);
             assert_eq!(
-                Session::attach(channel.as_ref()).unwrap_err(),
+                Session::attach(&mut channel, &irql).unwrap_err(),
                 EchoError::NotOpen
             );
             assert!(!channel.is_enabled());
         }
-        let c = channel.handler().counters();
+        let c = channel.client().counters();
         assert_eq!(c.pings_ok, 2 * 51);
         assert_eq!(c.notifications_ok, 20);
+        assert_eq!((c.bulk_ok, c.bulk_bytes), (4, 2 * (3 * 4096 + 100)));
+        assert_eq!(c.acks_completed + c.acks_inline, 20);
+        assert_eq!(c.acks_cancelled, 0);
     }
     let host = rig.host.stats();
     assert_eq!((host.opens, host.closes, host.goodbyes), (2, 2, 2));
+    assert_eq!(host.bulk_requests, 4);
     assert_eq!(host.guest_errors, 0);
     rig.bus.verifier().assert_clean();
 }
@@ -251,20 +283,24 @@ fn single_ping_ioctl_pause_and_reopen() {
 fn host_rescind_mid_session() {
     let rig = Rig::new(InterfaceVersion::V5, HostConfig::HONEST);
     {
-        let channel = pin!(rig.create_channel(&EchoConfig::DEFAULT).unwrap());
-        let session = Session::open(channel.as_ref()).unwrap();
+        let irql = PassiveLevel::check().unwrap();
+        let mut channel = rig.create_channel(&EchoConfig::DEFAULT).unwrap();
+        let mut session = Session::open(&mut channel, &irql).unwrap();
         let mut scratch = vec![0_u8; protocol::MAX_MESSAGE];
         session.ping(16, &mut scratch).unwrap();
+        session.bulk(4096, 1).unwrap();
         rig.offer.rescind();
-        assert!(channel.handler().host_closed());
+        assert!(session.client().host_closed());
         assert_eq!(session.ping(16, &mut scratch), Err(EchoError::HostClosed));
         assert_eq!(session.sync_request(1), Err(EchoError::HostClosed));
+        assert_eq!(session.bulk(4096, 2), Err(EchoError::HostClosed));
         assert_eq!(
             session.request_notifications(1, 1),
             Err(EchoError::HostClosed)
         );
-        // Close skips the goodbye and disables the channel.
+        // Close skips the goodbye, deletes the GPADL and disables the channel.
         session.close().unwrap();
+        assert_eq!(channel.bulk_gpadl(), None);
     }
     assert_eq!(rig.host.stats().goodbyes, 0);
     rig.bus.verifier().assert_clean();
@@ -288,6 +324,10 @@ fn invalid_configuration_is_refused() {
         },
         EchoConfig {
             timeout_ns: 0,
+            ..EchoConfig::DEFAULT
+        },
+        EchoConfig {
+            bulk_bytes: vmbus_echo::client::MAX_BULK_BYTES + 1,
             ..EchoConfig::DEFAULT
         },
     ] {

@@ -1,22 +1,25 @@
 //! The KMDF glue (Windows with a WDK, `cfg(echo_driver)`): `DriverEntry`, `EvtDeviceAdd`, the
-//! PnP/power callbacks and the IOCTL queue. It owns the WDF objects and the device context and
-//! calls into [`crate::client`] for everything VMBus:
+//! PnP/power callbacks, the IOCTL queue and the acknowledgement work item. It owns the WDF
+//! objects and the device context and calls into [`crate::client`] for everything VMBus:
 //!
 //! | WDF event | what happens |
 //! |---|---|
 //! | `DriverEntry` | `WdfDriverCreate` with `EvtDeviceAdd` |
-//! | `EvtDeviceAdd` | PnP/power callbacks, the device with its context (a `KEVENT`, the channel slot, a message buffer), the device interface, a sequential passive-level queue for IOCTLs |
-//! | `EvtDevicePrepareHardware` | `KmclInterface::query_fdo`, `client::create_channel`, `Session::open` (enable + version negotiation) |
+//! | `EvtDeviceAdd` | PnP/power callbacks, the device with its context (a `KEVENT`, the ack work item, the channel slot and the work item's channel reference, a message buffer), the device interface, a sequential passive-level queue for IOCTLs |
+//! | `EvtDevicePrepareHardware` | `KmclInterface::query_fdo`, `client::create_channel` (channel, packet pool, bulk buffer), a `ChannelRef` for the work item, `Session::open` (enable + version negotiation + the bulk GPADL) |
 //! | `EvtDeviceD0Entry` | `Session::resume` if `D0Exit` paused the channel |
-//! | `EvtDeviceD0Exit` | `Session::pause` |
-//! | `EvtDeviceReleaseHardware` | `Session::close` (goodbye + disable), then the channel is dropped (`VmbChannelCleanup`) |
+//! | `EvtDeviceD0Exit` | `Session::pause` (the suspend callback acknowledges pended packets) |
+//! | `EvtDeviceReleaseHardware` | `Session::close` (goodbye, last acknowledgements, GPADL delete, disable), then the channel is dropped (teardown, `VmbChannelCleanup`), the work item flushed and its reference dropped |
 //! | `EvtIoDeviceControl` | `IOCTL_VMBUS_ECHO_PING` → `ioctl::run_ping` |
+//! | ack work item | `EchoClient::complete_acks`: completes the host packets the receive path pended |
 //! | context cleanup | the context is dropped in place |
+//!
+//! Every PASSIVE_LEVEL callback gets its [`PassiveLevel`] token from [`PassiveLevel::check`]
+//! (it fails the callback with `STATUS_INVALID_DEVICE_STATE` rather than assume).
 
-use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
-use vmbus_kmcl::{KmclInterface, NtStatus, ParentDevice};
+use vmbus_kmcl::{ChannelRef, KmclInterface, NtStatus, ParentDevice, PassiveLevel};
 use wdk_sys::ntddk::{
     KeClearEvent, KeInitializeEvent, KeQueryPerformanceCounter, KeSetEvent, KeWaitForSingleObject,
 };
@@ -26,11 +29,12 @@ use wdk_sys::{
     PCUNICODE_STRING, PCWDF_OBJECT_CONTEXT_TYPE_INFO, PDRIVER_OBJECT, PVOID, PWDFDEVICE_INIT,
     ULONG, ULONG_PTR, WDF_DRIVER_CONFIG, WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE,
     WDF_NO_OBJECT_ATTRIBUTES, WDF_OBJECT_ATTRIBUTES, WDF_OBJECT_CONTEXT_TYPE_INFO,
-    WDF_PNPPOWER_EVENT_CALLBACKS, WDF_POWER_DEVICE_STATE, WDFCMRESLIST, WDFDEVICE, WDFDRIVER,
-    WDFOBJECT, WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
+    WDF_PNPPOWER_EVENT_CALLBACKS, WDF_POWER_DEVICE_STATE, WDF_WORKITEM_CONFIG, WDFCMRESLIST,
+    WDFDEVICE, WDFDRIVER, WDFOBJECT, WDFQUEUE, WDFREQUEST, WDFWORKITEM,
+    call_unsafe_wdf_function_binding,
 };
 
-use crate::client::{self, EchoChannel, EchoConfig, EchoError, Platform, Session};
+use crate::client::{self, EchoChannel, EchoClient, EchoConfig, EchoError, Platform, Session};
 use crate::ioctl::{self, PingInput, PingOutput};
 use crate::protocol;
 
@@ -38,13 +42,29 @@ use crate::protocol;
 #[global_allocator]
 static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 
-/// The per-device state, in the WDF device's context memory (which never moves, so the channel
-/// in it stays pinned from `EvtDevicePrepareHardware` until it is dropped).
+/// The per-device state, in the WDF device's context memory.
+///
+/// Who touches which field (the fields are reached through the context pointer one at a time,
+/// never through a reference to the whole context, so the users below never alias):
+/// - `echo`, `paused`: the PnP/power callbacks (serialized by WDF) and the IOCTL callback,
+///   which never overlaps them (the queue is power-managed and has no `EvtIoStop`, so WDF
+///   waits for a running request before D0Exit, and ReleaseHardware comes after D0Exit);
+/// - `scratch`: the IOCTL callback (a sequential queue: one at a time);
+/// - `acks`: the ack work item reads it; PrepareHardware writes it before the channel is
+///   enabled (nothing can enqueue the work item yet) and ReleaseHardware clears it after the
+///   channel is torn down and the work item flushed;
+/// - `event`, `ack_work_item`: written once in `EvtDeviceAdd`, then used through the
+///   [`KernelPlatform`].
 struct DeviceContext {
     /// The client's wait/notify event (a notification event).
     event: KEVENT,
-    /// The echo channel, between PrepareHardware and ReleaseHardware.
-    channel: Option<EchoChannel<KernelPlatform>>,
+    /// The work item that acknowledges pended host packets (`EchoClient::complete_acks`).
+    ack_work_item: WDFWORKITEM,
+    /// The echo channel (with its packet pool and bulk buffer), between PrepareHardware and
+    /// ReleaseHardware.
+    echo: Option<EchoChannel<KernelPlatform>>,
+    /// The work item's counted reference to the channel (beside it, not a borrow of it).
+    acks: Option<ChannelRef<EchoClient<KernelPlatform>>>,
     /// D0Exit paused the channel.
     paused: bool,
     /// The message buffer of the IOCTL path (used only by the sequential IOCTL queue).
@@ -100,38 +120,61 @@ unsafe fn context(device: WDFDEVICE) -> Option<NonNull<DeviceContext>> {
     NonNull::new(raw.cast::<DeviceContext>())
 }
 
-/// The pinned channel of a device context, if open.
+/// The echo channel of a device context, if there is one.
 ///
 /// # Safety
-/// `context` is an initialized device context; the returned reference is used while no one
-/// replaces `channel` (PnP callbacks are serialized by WDF, IOCTLs are stopped before
-/// ReleaseHardware).
-unsafe fn channel<'a>(
+/// `context` is an initialized device context, and the caller is a PnP/power callback or the
+/// IOCTL callback (see [`DeviceContext`]): nothing else uses `echo` while the returned
+/// reference lives.
+unsafe fn echo_of<'a>(
     context: NonNull<DeviceContext>,
-) -> Option<Pin<&'a EchoChannel<KernelPlatform>>> {
-    // SAFETY: an initialized context (per this function's contract), read shared.
-    let channel = unsafe { &(*context.as_ptr()).channel }.as_ref()?;
-    // SAFETY: the channel lives in WDF context memory that never moves, and it is only ever
-    // dropped in place (`channel = None` or the context cleanup), so it stays pinned.
-    Some(unsafe { Pin::new_unchecked(channel) })
+) -> Option<&'a mut EchoChannel<KernelPlatform>> {
+    // SAFETY: per this function's contract, an exclusive reference to the `echo` field only.
+    unsafe { &mut (*context.as_ptr()).echo }.as_mut()
 }
 
-/// The [`Platform`] of the driver: `KeQueryPerformanceCounter` and a notification `KEVENT` in
-/// the device context.
+/// Drops the channel (teardown: disable if still enabled, delete the bulk GPADL if still
+/// there, `VmbChannelCleanup`, free the pool storage), then flushes the ack work item and drops
+/// its channel reference (the last one frees the channel's memory).
+///
+/// # Safety
+/// `context` is an initialized device context; called from a PnP callback at PASSIVE_LEVEL.
+unsafe fn release_channel(context: NonNull<DeviceContext>) {
+    // SAFETY: PnP callbacks are serialized and no IOCTL runs (see `DeviceContext`); the value is
+    // dropped in place (at PASSIVE_LEVEL, so the drop tears the channel down). After this no
+    // callback runs and nothing enqueues the work item.
+    unsafe { (*context.as_ptr()).echo = None };
+    // SAFETY: written once in `EvtDeviceAdd`; a plain handle read.
+    let work_item = unsafe { (*context.as_ptr()).ack_work_item };
+    // SAFETY: the device's work item; PASSIVE_LEVEL; returns once a queued or running callback
+    // has finished.
+    unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemFlush, work_item) };
+    // SAFETY: the work item is idle and cannot be enqueued again (the channel is gone), so
+    // nothing reads `acks`; dropped in place.
+    unsafe { (*context.as_ptr()).acks = None };
+}
+
+/// The [`Platform`] of the driver: `KeQueryPerformanceCounter`, a notification `KEVENT` in the
+/// device context, and the ack work item (`WdfWorkItemEnqueue`).
 struct KernelPlatform {
     event: NonNull<KEVENT>,
+    /// The device's ack work item.
+    work_item: WDFWORKITEM,
     /// Performance-counter ticks per second.
     frequency: u64,
 }
 
 // SAFETY: the event is a kernel dispatcher object, usable from any thread at the IRQLs the
-// Ke* routines document; it lives in the device context, which outlives the channel.
+// Ke* routines document; the work item is a WDF handle, usable from any thread. Both live as
+// long as the device, which outlives the channel (and so the client holding this platform,
+// whose last reference is dropped by ReleaseHardware or the context cleanup).
 unsafe impl Send for KernelPlatform {}
-// SAFETY: as for Send; every method is a Ke* call that is safe to make concurrently.
+// SAFETY: as for Send; every method is a Ke* or WdfWorkItemEnqueue call that is safe to make
+// concurrently.
 unsafe impl Sync for KernelPlatform {}
 
 impl KernelPlatform {
-    fn new(event: NonNull<KEVENT>) -> Self {
+    fn new(event: NonNull<KEVENT>, work_item: WDFWORKITEM) -> Self {
         let mut frequency = LARGE_INTEGER::default();
         // SAFETY: any IRQL; writes the counter frequency to a valid out pointer.
         let _ = unsafe { KeQueryPerformanceCounter(&mut frequency) };
@@ -139,6 +182,7 @@ impl KernelPlatform {
         let ticks = unsafe { frequency.QuadPart };
         Self {
             event,
+            work_item,
             frequency: u64::try_from(ticks).unwrap_or(1).max(1),
         }
     }
@@ -179,6 +223,31 @@ impl Platform for KernelPlatform {
                 &mut timeout,
             )
         };
+    }
+
+    fn acks_queued(&self) {
+        // SAFETY: the device's work item, alive as long as the device; `WdfWorkItemEnqueue` may
+        // be called at IRQL ≤ DISPATCH_LEVEL (the receive path's DPC) and does nothing when the
+        // item is already queued; an item whose callback is running is queued again, so no
+        // acknowledgement is left behind.
+        unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemEnqueue, self.work_item) };
+    }
+}
+
+/// The ack work item (`EVT_WDF_WORKITEM`, PASSIVE_LEVEL): completes the host packets the receive
+/// path pended, with their acknowledgements, through the context's channel reference.
+unsafe extern "C" fn evt_ack_work_item(work_item: WDFWORKITEM) {
+    // SAFETY: WDF passes the work item created in `device_add`, whose parent is the device.
+    let parent =
+        unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemGetParentObject, work_item) };
+    // SAFETY: that parent is the device created in `device_add`.
+    let Some(context) = (unsafe { context(parent.cast()) }) else {
+        return;
+    };
+    // SAFETY: a shared reference to the `acks` field only, which nobody writes while the work
+    // item can run (see `DeviceContext`).
+    if let Some(channel) = unsafe { &(*context.as_ptr()).acks } {
+        channel.handler().complete_acks();
     }
 }
 
@@ -256,14 +325,40 @@ fn device_add(mut device_init: PWDFDEVICE_INIT) -> Result<(), NtStatus> {
         )
     })
     .ok()?;
+    // The ack work item, a child of the device (deleted with it, after waiting for a running
+    // callback). No automatic serialization: the acknowledgement queue is lock-free.
+    let mut work_config = WDF_WORKITEM_CONFIG {
+        Size: size_of::<WDF_WORKITEM_CONFIG>() as ULONG,
+        EvtWorkItemFunc: Some(evt_ack_work_item),
+        AutomaticSerialization: 0,
+    };
+    let mut work_attributes = WDF_OBJECT_ATTRIBUTES {
+        ParentObject: device.cast(),
+        ..object_attributes()
+    };
+    let mut work_item: WDFWORKITEM = ptr::null_mut();
+    // SAFETY: a valid config and attributes (the parent is the live device), a valid out
+    // pointer; PASSIVE_LEVEL.
+    NtStatus(unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfWorkItemCreate,
+            &mut work_config,
+            &mut work_attributes,
+            &mut work_item,
+        )
+    })
+    .ok()?;
     // SAFETY: the device just created with the context type.
     let context = unsafe { context(device) }.ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
     let slot = context.cast::<core::mem::MaybeUninit<DeviceContext>>();
     // SAFETY: WDF's zeroed context memory of `size_of::<DeviceContext>()` bytes, suitably
-    // aligned, not yet in use by anyone else.
+    // aligned, not yet in use by anyone else (the work item is not enqueued before a channel
+    // exists).
     let initialized = unsafe { &mut *slot.as_ptr() }.write(DeviceContext {
         event: KEVENT::default(),
-        channel: None,
+        ack_work_item: work_item,
+        echo: None,
+        acks: None,
         paused: false,
         scratch: [0; protocol::MAX_MESSAGE],
     });
@@ -309,7 +404,8 @@ fn device_add(mut device_init: PWDFDEVICE_INIT) -> Result<(), NtStatus> {
 }
 
 /// The context's `EvtCleanupCallback`: drops the context in place (the channel, if still
-/// there, is disabled and cleaned up by its `Drop`).
+/// there, is torn down by its `Drop`; WDF has deleted the child work item before, so no
+/// callback uses `acks` any more).
 unsafe extern "C" fn evt_device_context_cleanup(object: WDFOBJECT) {
     // SAFETY: WDF calls this for the device created in `device_add`, whose context was
     // initialized there.
@@ -338,6 +434,7 @@ unsafe extern "C" fn evt_prepare_hardware(
 /// # Safety
 /// `device` is the device created in `device_add`; called from PrepareHardware.
 unsafe fn prepare_hardware(device: WDFDEVICE) -> Result<(), EchoError> {
+    let irql = PassiveLevel::check().ok_or(EchoError::NotOpen)?;
     // SAFETY: per this function's contract.
     let context = unsafe { context(device) }.ok_or(EchoError::NotOpen)?;
     // SAFETY: a function driver's device, at PASSIVE_LEVEL.
@@ -347,26 +444,33 @@ unsafe fn prepare_hardware(device: WDFDEVICE) -> Result<(), EchoError> {
     let parent = unsafe { ParentDevice::from_wdf_device(device) };
     // SAFETY: the event's address in the initialized context (no reference is created).
     let event = unsafe { &raw mut (*context.as_ptr()).event };
-    let platform = KernelPlatform::new(NonNull::new(event).ok_or(EchoError::NotOpen)?);
-    let echo = client::create_channel(&interface, parent, &EchoConfig::DEFAULT, platform)?;
+    // SAFETY: written once in `EvtDeviceAdd`; a plain handle read.
+    let work_item = unsafe { (*context.as_ptr()).ack_work_item };
+    let platform = KernelPlatform::new(NonNull::new(event).ok_or(EchoError::NotOpen)?, work_item);
+    let echo = client::create_channel(&irql, &interface, parent, &EchoConfig::DEFAULT, platform)?;
     // The channel holds its own interface reference.
     drop(interface);
-    // SAFETY: PnP callbacks are serialized and no channel exists yet, so nothing else reads
-    // the slot; the old value (None) is dropped in place.
-    unsafe { (*context.as_ptr()).channel = Some(echo) };
-    // SAFETY: the channel was just stored and is not replaced while this runs.
-    let pinned = unsafe { channel(context) }.ok_or(EchoError::NotOpen)?;
-    match Session::open(pinned) {
+    let acks = echo.new_ref();
+    // SAFETY: PnP callbacks are serialized and the work item cannot run yet (nothing enqueues
+    // it before the channel is enabled), so nothing else uses `acks`; the old value (None) is
+    // dropped in place.
+    unsafe { (*context.as_ptr()).acks = Some(acks) };
+    // SAFETY: as above for `echo` (no IOCTL runs before PrepareHardware succeeds).
+    unsafe { (*context.as_ptr()).echo = Some(echo) };
+    // SAFETY: a PnP callback (see `echo_of`).
+    let echo = unsafe { echo_of(context) }.ok_or(EchoError::NotOpen)?;
+    match Session::open(echo, &irql) {
         Ok(session) => {
             wdk::println!(
-                "vmbus-echo: channel open, protocol version {}",
-                session.version().unwrap_or(0)
+                "vmbus-echo: channel open, protocol version {}, bulk GPADL {:?}",
+                session.version().unwrap_or(0),
+                session.channel().bulk_gpadl(),
             );
             Ok(())
         }
         Err(error) => {
-            // SAFETY: the channel is disabled (open failed), no callback runs; dropped in place.
-            unsafe { (*context.as_ptr()).channel = None };
+            // SAFETY: a PnP callback; the channel is disabled (open failed).
+            unsafe { release_channel(context) };
             Err(error)
         }
     }
@@ -381,16 +485,18 @@ unsafe extern "C" fn evt_release_hardware(
     let Some(context) = (unsafe { context(device) }) else {
         return NtStatus::SUCCESS.raw();
     };
-    // SAFETY: an initialized context; the channel is not replaced while this runs.
-    if let Some(pinned) = unsafe { channel(context) }
-        && let Ok(session) = Session::attach(pinned)
+    let Some(irql) = PassiveLevel::check() else {
+        return NtStatus::INVALID_DEVICE_STATE.raw();
+    };
+    // SAFETY: a PnP callback (see `echo_of`).
+    if let Some(echo) = unsafe { echo_of(context) }
+        && let Ok(session) = Session::attach(echo, &irql)
         && let Err(error) = session.close()
     {
         wdk::println!("vmbus-echo: goodbye failed: {error}");
     }
-    // SAFETY: the channel is disabled (or the drop disables it) and no callback or IOCTL uses
-    // it any more; dropped in place (VmbChannelCleanup).
-    unsafe { (*context.as_ptr()).channel = None };
+    // SAFETY: a PnP callback at PASSIVE_LEVEL; the session (if any) is closed.
+    unsafe { release_channel(context) };
     NtStatus::SUCCESS.raw()
 }
 
@@ -403,6 +509,9 @@ unsafe extern "C" fn evt_d0_entry(
     let Some(context) = (unsafe { context(device) }) else {
         return NtStatus::SUCCESS.raw();
     };
+    let Some(irql) = PassiveLevel::check() else {
+        return NtStatus::INVALID_DEVICE_STATE.raw();
+    };
     // SAFETY: power callbacks are serialized with PnP callbacks; `paused` is only used here and
     // in D0Exit.
     let paused = unsafe { &mut (*context.as_ptr()).paused };
@@ -410,11 +519,11 @@ unsafe extern "C" fn evt_d0_entry(
         return NtStatus::SUCCESS.raw();
     }
     *paused = false;
-    // SAFETY: an initialized context; the channel is not replaced while this runs.
-    let resumed = unsafe { channel(context) }
+    // SAFETY: a power callback (see `echo_of`).
+    let resumed = unsafe { echo_of(context) }
         .ok_or(EchoError::NotOpen)
-        .and_then(Session::attach)
-        .and_then(|session| session.resume());
+        .and_then(|echo| Session::attach(echo, &irql))
+        .and_then(|mut session| session.resume());
     match resumed {
         Ok(()) => NtStatus::SUCCESS.raw(),
         Err(error) => error.status().raw(),
@@ -430,15 +539,18 @@ unsafe extern "C" fn evt_d0_exit(
     let Some(context) = (unsafe { context(device) }) else {
         return NtStatus::SUCCESS.raw();
     };
-    // SAFETY: an initialized context; the channel is not replaced while this runs.
-    let session = unsafe { channel(context) }.and_then(|pinned| Session::attach(pinned).ok());
-    if let Some(session) = session
+    // D0Exit must not fail: without a token (which cannot happen here) nothing is paused.
+    let Some(irql) = PassiveLevel::check() else {
+        return NtStatus::SUCCESS.raw();
+    };
+    // SAFETY: a power callback (see `echo_of`).
+    let session = unsafe { echo_of(context) }.and_then(|echo| Session::attach(echo, &irql).ok());
+    if let Some(mut session) = session
         && session.pause().is_ok()
     {
         // SAFETY: as in D0Entry.
         unsafe { (*context.as_ptr()).paused = true };
     }
-    // D0Exit must not fail.
     NtStatus::SUCCESS.raw()
 }
 
@@ -503,10 +615,12 @@ unsafe fn ping_ioctl(queue: WDFQUEUE, request: WDFREQUEST) -> Result<usize, NtSt
         ioctl::parse_ping_input(bytes).map_err(EchoError::status)?
     };
 
-    // SAFETY: an initialized context; IOCTLs stop before ReleaseHardware replaces the channel.
-    let pinned = unsafe { channel(context) }.ok_or(NtStatus::INVALID_DEVICE_STATE)?;
-    let session = Session::attach(pinned).map_err(EchoError::status)?;
-    // SAFETY: the queue is sequential, so this is the only user of the scratch buffer.
+    let irql = PassiveLevel::check().ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+    // SAFETY: the IOCTL callback, which no PnP/power callback overlaps (see `DeviceContext`).
+    let echo = unsafe { echo_of(context) }.ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+    let session = Session::attach(echo, &irql).map_err(EchoError::status)?;
+    // SAFETY: the queue is sequential, so this is the only user of the scratch buffer (a
+    // different field from `echo`).
     let scratch = unsafe { &mut (*context.as_ptr()).scratch };
     let output = ioctl::run_ping(&session, &input, scratch).map_err(EchoError::status)?;
 

@@ -14,7 +14,6 @@
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::buffer::{OwnedBuffer, RawBuffer};
 use crate::channel::{ChannelCore, ChannelRef};
@@ -22,6 +21,7 @@ use crate::flags::GpadlFlags;
 use crate::handler::ChannelHandler;
 use crate::interface::slot;
 use crate::irql::PassiveLevel;
+use crate::state::StateWord;
 use crate::status::{NtStatus, Result};
 use crate::sys;
 
@@ -74,34 +74,32 @@ const DELETING_PARKED: u8 = 6;
 
 /// A channel's record of one GPADL.
 pub(crate) struct GpadlEntry {
-    state: AtomicU8,
+    state: StateWord,
     handle: UnsafeCell<u32>,
     buffer: UnsafeCell<Option<RawBuffer<Page>>>,
 }
 
 // SAFETY: `handle` and `buffer` are written only by the thread that holds the entry in CLAIMED,
 // before the Release store of LIVE, and read by whoever moves it out of LIVE / PARKED with an
-// Acquire compare-exchange; the state machine gives one owner at a time.
+// compare-exchange; the state machine gives one owner at a time.
 unsafe impl Sync for GpadlEntry {}
 
 impl GpadlEntry {
     pub(crate) fn new() -> Self {
         Self {
-            state: AtomicU8::new(FREE),
+            state: StateWord::new(FREE),
             handle: UnsafeCell::new(0),
             buffer: UnsafeCell::new(None),
         }
     }
 
     fn moved(&self, from: u8, to: u8) -> bool {
-        self.state
-            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.state.moved(from, to)
     }
 
     /// Waits until teardown, which owns this entry's deletion, has deleted the GPADL.
     fn wait_orphaned(&self) {
-        while self.state.load(Ordering::Acquire) != ORPHANED {
+        while self.state.load() != ORPHANED {
             core::hint::spin_loop();
         }
     }
@@ -290,14 +288,14 @@ impl<H: ChannelHandler> ChannelCore<H> {
             .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
         let mut handle = 0_u32;
         if let Err(status) = NtStatus(create(&raw mut handle)).ok() {
-            entry.state.store(FREE, Ordering::Release);
+            entry.state.store(FREE);
             return Err(status);
         }
         // SAFETY: the entry is CLAIMED by this thread; nothing else reads it until LIVE.
         unsafe { entry.handle.get().write(handle) };
         // SAFETY: as above.
         unsafe { entry.buffer.get().write(Some(raw)) };
-        entry.state.store(LIVE, Ordering::Release);
+        entry.state.store(LIVE);
         Ok(Gpadl {
             channel: self.new_ref(),
             entry: index,
@@ -341,7 +339,7 @@ unsafe fn delete_and_free<H: ChannelHandler>(core: &ChannelCore<H>, entry: &Gpad
         // SAFETY: the GPADL is deleted, so the host no longer reaches the buffer.
         unsafe { raw.drop_buffer() };
     }
-    entry.state.store(FREE, Ordering::Release);
+    entry.state.store(FREE);
 }
 
 fn delete_kmcl<H: ChannelHandler>(core: &ChannelCore<H>, handle: u32) {
@@ -370,7 +368,7 @@ pub(crate) fn delete_all<H: ChannelHandler>(core: &ChannelCore<H>) {
                     // SAFETY: the GPADL is deleted; freed once.
                     unsafe { raw.drop_buffer() };
                 }
-                entry.state.store(FREE, Ordering::Release);
+                entry.state.store(FREE);
             }
         }
     }
@@ -469,7 +467,7 @@ impl<H: ChannelHandler, B: OwnedBuffer<Page>> Gpadl<H, B> {
             }
             // SAFETY: this handle owns the entry now (DELETING or ORPHANED).
             unsafe { entry.buffer.get().write(None) };
-            entry.state.store(FREE, Ordering::Release);
+            entry.state.store(FREE);
         }
         let this = core::mem::ManuallyDrop::new(self);
         // SAFETY: the channel reference, moved out once (the handle is not dropped).

@@ -6,7 +6,6 @@
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::channel::{ChannelCore, ChannelRef};
 use crate::flags::{ExternalDataFlags, ProcessPacketFlags};
@@ -15,6 +14,7 @@ use crate::host_bytes::HostBytes;
 use crate::interface::slot;
 use crate::irql::PassiveLevel;
 use crate::mdl::MdlChain;
+use crate::state::StateWord;
 use crate::status::{NtStatus, Result};
 use crate::sys;
 
@@ -263,7 +263,7 @@ impl<'a, H: ChannelHandler> IncomingPacket<'a, H> {
             return Err(self);
         };
         let Some(completion) = self.take() else {
-            pend_slot.state.store(SLOT_FREE, Ordering::Release);
+            pend_slot.state.store(SLOT_FREE);
             return Err(self);
         };
         // SAFETY: the slot is CLAIMED by this thread; nothing reads it until PENDED.
@@ -275,7 +275,7 @@ impl<'a, H: ChannelHandler> IncomingPacket<'a, H> {
                 flags: self.flags,
             })
         };
-        pend_slot.state.store(SLOT_PENDED, Ordering::SeqCst);
+        pend_slot.state.store(SLOT_PENDED);
         let pended = PendedPacket {
             channel: self.channel.new_ref(),
             index,
@@ -378,7 +378,7 @@ struct Pended {
 
 /// A channel's slot for one pended packet.
 pub(crate) struct PendSlot {
-    state: AtomicU8,
+    state: StateWord,
     packet: UnsafeCell<Pended>,
 }
 
@@ -389,7 +389,7 @@ unsafe impl Sync for PendSlot {}
 impl PendSlot {
     pub(crate) fn new() -> Self {
         Self {
-            state: AtomicU8::new(SLOT_FREE),
+            state: StateWord::new(SLOT_FREE),
             packet: UnsafeCell::new(Pended {
                 completion: ptr::null_mut(),
                 buffer: ptr::null(),
@@ -400,9 +400,7 @@ impl PendSlot {
     }
 
     fn moved(&self, from: u8, to: u8) -> bool {
-        self.state
-            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
+        self.state.moved(from, to)
     }
 
     /// Takes the slot from PENDED to BUSY, waiting while another user has it BUSY. `false` when
@@ -412,7 +410,7 @@ impl PendSlot {
             if self.moved(SLOT_PENDED, SLOT_BUSY) {
                 return true;
             }
-            if self.state.load(Ordering::Acquire) != SLOT_BUSY {
+            if self.state.load() != SLOT_BUSY {
                 return false;
             }
             core::hint::spin_loop();
@@ -432,7 +430,7 @@ fn cancel_slot<H: ChannelHandler>(channel: &ChannelCore<H>, slot: &PendSlot) {
         let packet = slot.packet();
         // SAFETY: BUSY is held; the packet is un-consumed and consumed here once.
         unsafe { complete_raw(channel, packet.completion, ptr::null_mut(), 0) };
-        slot.state.store(SLOT_CANCELLED, Ordering::Release);
+        slot.state.store(SLOT_CANCELLED);
     }
 }
 
@@ -475,7 +473,7 @@ impl<H: ChannelHandler> PendedPacket<H> {
             return Err(NtStatus::CANCELLED);
         }
         let result = f(slot.packet());
-        slot.state.store(after, Ordering::Release);
+        slot.state.store(after);
         Ok(result)
     }
 
@@ -561,7 +559,7 @@ impl<H: ChannelHandler> Drop for PendedPacket<H> {
         });
         if let Some(slot) = self.slot() {
             // Consumed (by this handle or by disable): the slot is free again.
-            slot.state.store(SLOT_FREE, Ordering::Release);
+            slot.state.store(SLOT_FREE);
         }
     }
 }

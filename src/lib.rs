@@ -78,6 +78,7 @@ mod packet;
 mod pool;
 mod routes;
 mod rundown;
+mod state;
 mod status;
 #[cfg(kmcl_kmdf)]
 mod wdf;

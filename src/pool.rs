@@ -8,7 +8,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::buffer::{OwnedBuffer, RawBuffer};
 use crate::channel::{ChannelCore, ChannelRef};
@@ -16,6 +16,7 @@ use crate::flags::SendFlags;
 use crate::handler::ChannelHandler;
 use crate::interface::slot;
 use crate::packet::OutgoingPacket;
+use crate::state::StateWord;
 use crate::status::{NtStatus, Result};
 
 /// One 16-byte, 16-aligned unit of pool storage. Give a pool `Box<[PoolWord]>` (nonpaged pool
@@ -44,7 +45,7 @@ const ENTRY_ATTACHED: u8 = 2;
 
 /// A channel's record of one attached pool's storage, freed at teardown.
 pub(crate) struct PoolEntry {
-    state: AtomicU8,
+    state: StateWord,
     storage: UnsafeCell<Option<RawBuffer<PoolWord>>>,
 }
 
@@ -55,7 +56,7 @@ unsafe impl Sync for PoolEntry {}
 impl PoolEntry {
     pub(crate) fn new() -> Self {
         Self {
-            state: AtomicU8::new(ENTRY_FREE),
+            state: StateWord::new(ENTRY_FREE),
             storage: UnsafeCell::new(None),
         }
     }
@@ -126,23 +127,17 @@ impl<H: ChannelHandler> ChannelCore<H> {
         let Ok(_entered) = self.enter_any() else {
             return fail(NtStatus::INVALID_DEVICE_STATE, storage);
         };
-        let Some(entry) = self.pools.iter().find(|entry| {
-            entry
-                .state
-                .compare_exchange(
-                    ENTRY_FREE,
-                    ENTRY_CLAIMED,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        }) else {
+        let Some(entry) = self
+            .pools
+            .iter()
+            .find(|entry| entry.state.moved(ENTRY_FREE, ENTRY_CLAIMED))
+        else {
             return fail(NtStatus::INSUFFICIENT_RESOURCES, storage);
         };
         let raw = RawBuffer::new(storage);
         let count = raw.len.saturating_mul(SLOT_HEADER) / stride;
         if count == 0 {
-            entry.state.store(ENTRY_FREE, Ordering::Release);
+            entry.state.store(ENTRY_FREE);
             // SAFETY: made from an `S` just above, not used since.
             let storage = unsafe { raw.into_buffer::<S>() };
             return fail(NtStatus::BUFFER_TOO_SMALL, storage);
@@ -155,7 +150,7 @@ impl<H: ChannelHandler> ChannelCore<H> {
         }
         // SAFETY: the entry is CLAIMED by this thread; nothing else reads it until ATTACHED.
         unsafe { entry.storage.get().write(Some(raw)) };
-        entry.state.store(ENTRY_ATTACHED, Ordering::Release);
+        entry.state.store(ENTRY_ATTACHED);
         Ok(PacketPool {
             channel: self.new_ref(),
             base: raw.base.cast::<u8>(),
@@ -173,13 +168,13 @@ impl<H: ChannelHandler> ChannelCore<H> {
 /// rundown has completed.
 pub(crate) unsafe fn release_all<H: ChannelHandler>(core: &ChannelCore<H>) {
     for entry in &core.pools {
-        if entry.state.load(Ordering::Acquire) == ENTRY_ATTACHED {
+        if entry.state.load() == ENTRY_ATTACHED {
             // SAFETY: written before ATTACHED; no holder is left to read it.
             if let Some(raw) = unsafe { entry.storage.get().replace(None) } {
                 // SAFETY: per this function's contract nothing uses the storage.
                 unsafe { raw.drop_buffer() };
             }
-            entry.state.store(ENTRY_FREE, Ordering::Release);
+            entry.state.store(ENTRY_FREE);
         }
     }
 }

@@ -5,26 +5,30 @@
 //! - sets `cfg(kmcl_wdk)` when the build graph is a WDM/KMDF driver, so `sys` re-exports
 //!   wdk-sys's base types instead of its portable twins, and `cfg(kmcl_kmdf)` for KMDF, which
 //!   compiles the WDF interface query (`src/wdf.rs`);
-//! - runs bindgen over `include/vmbus_kmcl.h` (which includes the WDK's
-//!   `vmbuskernelmodeclientlibapi.h`) and sets `cfg(kmcl_bindgen)`, which turns on a test that
-//!   compares every generated struct size and slot offset with the hand-written `sys` layer.
+//! - with the `bindgen-check` feature (maintainers and Windows CI; needs LLVM), runs bindgen over
+//!   `include/vmbus_kmcl.h` (which includes the WDK's `vmbuskernelmodeclientlibapi.h`) and sets
+//!   `cfg(kmcl_bindgen)`, which turns on a test that compares every generated struct size and
+//!   slot offset with the hand-written `sys` layer.
 //!
-//! Everywhere else it does nothing.
+//! Everywhere else it does nothing. The WDK path can only run on a Windows host (the
+//! `cfg(windows)` gates and `[target.'cfg(windows)'.build-dependencies]`), and only for a
+//! Windows target (`CARGO_CFG_TARGET_OS`): cross-building a driver from Linux is not supported
+//! by windows-drivers-rs.
 
 fn main() {
     #[cfg(all(windows, feature = "wdk"))]
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("windows") {
-        if let Err(error) = wdk::configure() {
-            println!("cargo::error=vmbus-kmcl build script: {error}");
-        }
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("windows")
+        && let Err(error) = wdk::configure()
+    {
+        println!("cargo::error=vmbus-kmcl build script: {error}");
     }
 }
 
 #[cfg(all(windows, feature = "wdk"))]
 mod wdk {
-    use std::{error::Error, path::PathBuf};
+    use std::error::Error;
 
-    use wdk_build::{BuilderExt as _, DriverConfig};
+    use wdk_build::DriverConfig;
 
     /// The wrapper header bindgen reads.
     const WRAPPER_HEADER: &str = "include/vmbus_kmcl.h";
@@ -43,17 +47,29 @@ mod wdk {
             if matches!(config.driver_config, DriverConfig::Kmdf(_)) {
                 println!("cargo::rustc-cfg=kmcl_kmdf");
             }
-
-            let out = PathBuf::from(std::env::var("OUT_DIR")?).join("kmcl_bindings.rs");
-            bindgen::Builder::wdk_default(&config)?
-                .header(WRAPPER_HEADER)
-                .allowlist_file(".*[/\\\\]vmbuskernelmodeclientlibapi\\.h")
-                .allowlist_recursively(false)
-                .layout_tests(false)
-                .generate()?
-                .write_to_file(&out)?;
-            println!("cargo::rustc-cfg=kmcl_bindgen");
+            #[cfg(feature = "bindgen-check")]
+            generate_bindings(&config)?;
             Ok(())
         })
+    }
+
+    /// The bindings `src/sys/bindgen_check.rs` compares with the hand-written layer.
+    #[cfg(feature = "bindgen-check")]
+    fn generate_bindings(config: &wdk_build::Config) -> Result<(), Box<dyn Error>> {
+        use wdk_build::BuilderExt as _;
+
+        let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("kmcl_bindings.rs");
+        bindgen::Builder::wdk_default(config)?
+            .header(WRAPPER_HEADER)
+            .allowlist_file(".*[/\\\\]vmbuskernelmodeclientlibapi\\.h")
+            .allowlist_recursively(false)
+            .layout_tests(false)
+            // No `impl Default` (it would be an `unsafe` zeroing the workspace lints forbid in
+            // an allowed-lints module).
+            .derive_default(false)
+            .generate()?
+            .write_to_file(&out)?;
+        println!("cargo::rustc-cfg=kmcl_bindgen");
+        Ok(())
     }
 }

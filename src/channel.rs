@@ -279,13 +279,17 @@ impl<H: ChannelHandler> Channel<H> {
     }
 
     /// Closes the channel (`VmbChannelDisable`): first stops new sends and waits for the ones in
-    /// progress (a synchronous request in progress for up to its timeout), then cancels the
-    /// pended incoming packets (`VmbChannelPacketFail`; their
-    /// [`PendedPacket`](crate::PendedPacket)s then report `STATUS_CANCELLED`), then waits until
-    /// KMCL has torn the channel down. After this returns
-    /// no callback runs, every packet sent has been completed (in flight: `STATUS_CANCELLED`),
-    /// and no incoming packet is outstanding. GPADLs stay registered until teardown (the host
-    /// no longer reaches them). A no-op when not enabled; the channel may be enabled again.
+    /// progress (a synchronous request in progress for up to its timeout), then lets KMCL tear
+    /// the channel down. Inside `VmbChannelDisable` KMCL stops delivery and calls
+    /// [`ChannelHandler::suspend`], which may still complete pended packets; the crate then
+    /// cancels whatever is still pended (completes it with no response, since KMCL waits for
+    /// every incoming packet), and its [`PendedPacket`](crate::PendedPacket) reports
+    /// `STATUS_CANCELLED`. A packet pended once the disable has started is cancelled at once.
+    ///
+    /// After this returns no callback runs, every packet sent has been completed (in flight:
+    /// `STATUS_CANCELLED`), and no incoming packet is outstanding. GPADLs stay registered until
+    /// teardown (the host no longer reaches them). A no-op when not enabled; the channel may be
+    /// enabled again.
     ///
     /// IRQL: PASSIVE_LEVEL (it waits for callbacks).
     pub fn disable(&mut self, irql: &PassiveLevel) {
@@ -296,11 +300,13 @@ impl<H: ChannelHandler> Channel<H> {
         }
         core.lifecycle.store(DISABLING, Ordering::SeqCst);
         core.sends.run_down();
-        crate::incoming::cancel_pended(core);
         if let Some(disable) = core.interface.raw().VmbChannelDisable {
             // SAFETY: an enabled channel; KMCL waits for its callbacks before returning.
             unsafe { disable(core.handle) };
         }
+        // Normally nothing is left (the suspend callback cancelled it); a KMCL that closed
+        // without one has released such packets itself.
+        crate::incoming::abandon_pended(core);
         core.forget_deferred();
         core.lifecycle.store(DISABLED, Ordering::SeqCst);
     }
@@ -744,19 +750,20 @@ impl<H: ChannelHandler> ChannelCore<H> {
         Ok(())
     }
 
-    /// `VmbChannelSetInterruptLatency`: sets the latency in microseconds, returns the previous
-    /// one.
+    /// `VmbChannelSetInterruptLatency`: sets the channel's monitor interrupt latency, in 100 ns
+    /// units (Microsoft's page; at most 65,535 units, about 6.5 ms), and returns the previous
+    /// value in the same units. Meaningful only while the channel is open.
     ///
     /// # Errors
     /// The KMCL status; `STATUS_INVALID_DEVICE_STATE` after teardown.
     ///
     /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
-    pub fn set_interrupt_latency(&self, microseconds: u16) -> Result<u16> {
+    pub fn set_interrupt_latency(&self, latency_100ns: u16) -> Result<u16> {
         let _entered = self.enter_any()?;
         let f = slot(self.interface.raw().VmbChannelSetInterruptLatency)?;
         let mut original = 0_u16;
         // SAFETY: a live channel and a valid out pointer.
-        NtStatus(unsafe { f(self.handle, microseconds, &raw mut original) }).ok()?;
+        NtStatus(unsafe { f(self.handle, latency_100ns, &raw mut original) }).ok()?;
         Ok(original)
     }
 
@@ -779,21 +786,22 @@ impl<H: ChannelHandler> ChannelCore<H> {
         Ok(())
     }
 
-    /// `VmbChannelGetInterfaceInstance`: the instance GUID identifying the channel.
+    /// `VmbChannelGetInterfaceInstance`: the instance GUID identifying the channel (as a
+    /// comparable, printable [`sys::Guid`]).
     ///
     /// # Errors
     /// `STATUS_NOT_SUPPORTED` if the slot is missing; `STATUS_INVALID_DEVICE_STATE` after
     /// teardown.
     ///
     /// IRQL: not documented by KMCL; PASSIVE_LEVEL is always safe.
-    pub fn interface_instance(&self) -> Result<sys::GUID> {
+    pub fn interface_instance(&self) -> Result<sys::Guid> {
         let _entered = self.enter_any()?;
         let f = slot(self.interface.raw().VmbChannelGetInterfaceInstance)?;
         let mut guid = core::mem::MaybeUninit::<sys::GUID>::zeroed();
         // SAFETY: a live channel and a GUID-sized out buffer.
         unsafe { f(self.handle, guid.as_mut_ptr()) };
         // SAFETY: zero-initialized, and GUID is plain integers, so any bytes are valid.
-        Ok(unsafe { guid.assume_init() })
+        Ok(sys::Guid(unsafe { guid.assume_init() }))
     }
 
     /// `VmbChannelGetMmioSpace`: the channel's MMIO range as (guest physical address, bytes);

@@ -434,12 +434,22 @@ fn cancel_slot<H: ChannelHandler>(channel: &ChannelCore<H>, slot: &PendSlot) {
     }
 }
 
-/// Cancels every pended packet of the channel: when delivery stops (the suspend callback of a
-/// pause, disable or rescind) and in `Channel::disable` after DISABLING is published, before
-/// `VmbChannelDisable`.
+/// Cancels every pended packet of the channel when delivery stops (after the handler's suspend
+/// callback in a pause, disable or rescind).
 pub(crate) fn cancel_pended<H: ChannelHandler>(channel: &ChannelCore<H>) {
     for slot in &channel.pended {
         cancel_slot(channel, slot);
+    }
+}
+
+/// Marks packets still pended after `VmbChannelDisable` returned as cancelled without calling
+/// KMCL: the channel is closed and KMCL has already released them (it waits for incoming packets
+/// only as long as it chooses to), so completing them now would hand it a stale handle.
+pub(crate) fn abandon_pended<H: ChannelHandler>(channel: &ChannelCore<H>) {
+    for slot in &channel.pended {
+        if slot.lock() {
+            slot.state.store(SLOT_CANCELLED);
+        }
     }
 }
 

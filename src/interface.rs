@@ -6,8 +6,10 @@ use core::ffi::c_void;
 use crate::status::{NtStatus, Result};
 use crate::sys;
 
-/// A KMCL client interface version (`KMCL_CLIENT_INTERFACE_VERSION_Vn`).
+/// A KMCL client interface version (`KMCL_CLIENT_INTERFACE_VERSION_Vn`). Non-exhaustive: a newer
+/// KMCL may add versions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 #[repr(u16)]
 pub enum InterfaceVersion {
     /// `KMCL_CLIENT_INTERFACE_V1`: 41 slots (Windows 10 1803).
@@ -240,10 +242,10 @@ mod tests {
 
     static REFERENCES: AtomicI32 = AtomicI32::new(0);
 
-    unsafe extern "system" fn reference(_: *mut c_void) {
+    unsafe extern "C" fn reference(_: *mut c_void) {
         REFERENCES.fetch_add(1, Ordering::SeqCst);
     }
-    unsafe extern "system" fn dereference(_: *mut c_void) {
+    unsafe extern "C" fn dereference(_: *mut c_void) {
         REFERENCES.fetch_sub(1, Ordering::SeqCst);
     }
     unsafe extern "system" fn sizeof_channel() -> u32 {

@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![cfg_attr(
     test,
@@ -80,8 +81,9 @@ mod routes;
 mod rundown;
 mod state;
 mod status;
-#[cfg(kmcl_kmdf)]
-mod wdf;
+#[cfg(any(kmcl_kmdf, docsrs))]
+#[cfg_attr(docsrs, doc(cfg(all(windows, feature = "wdk"))))]
+pub mod wdf;
 
 pub use buffer::OwnedBuffer;
 pub use channel::{Channel, ChannelCore, ChannelRef, channel_storage_size};

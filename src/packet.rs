@@ -119,9 +119,15 @@ impl<H: ChannelHandler> ChannelCore<H> {
     /// [`Channel::disable`]: crate::Channel::disable
     ///
     /// # Errors
-    /// `STATUS_INVALID_PARAMETER` for a response buffer that is not a multiple of 8 bytes or a
-    /// request over 4 GiB; `STATUS_TIMEOUT` when the timeout elapsed; `STATUS_BUFFER_OVERFLOW`
-    /// when the response did not fit (it was truncated); other KMCL statuses as returned.
+    /// - `STATUS_INVALID_PARAMETER` for a response buffer that is not a multiple of 8 bytes or a
+    ///   request over 4 GiB (checked before calling KMCL).
+    /// - `STATUS_CANCELLED` when the timeout elapsed (Microsoft's page; the request is
+    ///   cancelled), or when the channel closed first. `STATUS_TIMEOUT` and `STATUS_PENDING`,
+    ///   which are NT_SUCCESS codes, are returned as errors too should KMCL report them.
+    /// - `STATUS_BUFFER_OVERFLOW` when the packet did not fit in the ring (Microsoft's page; with
+    ///   a zero timeout the request is then not queued) or the response was truncated.
+    /// - `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled; other KMCL statuses as
+    ///   returned.
     ///
     /// IRQL: PASSIVE_LEVEL (it waits).
     pub fn send_synchronous(
@@ -390,6 +396,15 @@ impl<'c, H: ChannelHandler> OutgoingPacket<'c, H> {
             unsafe { set_completion(self.handle, Some(routine)) };
         }
         Ok(())
+    }
+}
+
+impl<H: ChannelHandler> core::fmt::Debug for OutgoingPacket<'_, H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OutgoingPacket")
+            .field("handle", &self.handle)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 

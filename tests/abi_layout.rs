@@ -1,4 +1,4 @@
-//! The raw ABI against `../shared/spec/kmcl-abi.md`, checked at run time with readable failures.
+//! The raw ABI against `docs/spec/kmcl-abi.md`, checked at run time with readable failures.
 //!
 //! The slot tables are the spec's §3.3 rows (index, decimal offset, name) written out, not
 //! computed from a running sum; the walk then proves that the named slots tile the struct with

@@ -700,7 +700,10 @@ fn channel_settings_follow_the_interface_version() {
         {
             let irql = passive();
             let mut channel = rig.open(&config(), Recorder::new(Incoming::Drop));
-            assert_eq!(channel.interface_instance().unwrap(), ECHO_INSTANCE);
+            assert_eq!(
+                channel.interface_instance().unwrap(),
+                vmbus_kmcl::sys::Guid(ECHO_INSTANCE)
+            );
             assert_eq!(channel.mmio_space().unwrap(), (0, 0));
             let first = channel.set_interrupt_latency(250).unwrap();
             assert_eq!(channel.set_interrupt_latency(100).unwrap(), 250);

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use vmbus_kmcl::sys::{
-    GUID, INTERFACE, KMCL_CLIENT_INTERFACE_V1, KMCL_CLIENT_INTERFACE_V2, KMCL_CLIENT_INTERFACE_V3,
-    KMCL_CLIENT_INTERFACE_V4, KMCL_CLIENT_INTERFACE_V5, NTSTATUS,
+    GUID, Guid, INTERFACE, KMCL_CLIENT_INTERFACE_V1, KMCL_CLIENT_INTERFACE_V2,
+    KMCL_CLIENT_INTERFACE_V3, KMCL_CLIENT_INTERFACE_V4, KMCL_CLIENT_INTERFACE_V5, NTSTATUS,
 };
 
 use crate::channel::Channel;
@@ -194,8 +194,8 @@ impl Bus {
             .offers
             .iter()
             .find(|o| {
-                o.interface_type == *interface_type
-                    && instance.is_none_or(|i| *i == o.instance)
+                Guid(o.interface_type) == Guid(*interface_type)
+                    && instance.is_none_or(|i| Guid(*i) == Guid(o.instance))
                     && o.subchannel_index == subchannel
             })
             .cloned()

@@ -1537,7 +1537,8 @@ unsafe extern "system" fn vmb_packet_set_completion_routine_ex(
     });
 }
 
-unsafe extern "system" fn interface_reference(context: *mut c_void) {
+/// `extern "C"`: the `INTERFACE` routines' convention (see `vmbus_kmcl::sys`).
+unsafe extern "C" fn interface_reference(context: *mut c_void) {
     match registry::interface(context as usize) {
         Some(bus) => bus.reference(1, "InterfaceReference"),
         None => registry::report(
@@ -1552,7 +1553,8 @@ unsafe extern "system" fn interface_reference(context: *mut c_void) {
     }
 }
 
-unsafe extern "system" fn interface_dereference(context: *mut c_void) {
+/// `extern "C"`, as `interface_reference`.
+unsafe extern "C" fn interface_dereference(context: *mut c_void) {
     match registry::interface(context as usize) {
         Some(bus) => bus.reference(-1, "InterfaceDereference"),
         None => registry::report(

@@ -4,6 +4,9 @@
 //! wdk-sys's own (so values flow to and from other WDK calls without casts). Everywhere else they
 //! are portable `#[repr(C)]` twins with the same names, fields and layouts, so the emulator and
 //! the tests run on any host. `sys::layout` proves the twins' layouts at compile time.
+//!
+//! Code that must build both ways uses only what both forms have: wdk-sys's `GUID` implements
+//! neither `PartialEq` nor `Debug`, so GUIDs are compared and printed through [`Guid`].
 
 use core::ffi::c_void;
 
@@ -43,10 +46,14 @@ mod portable {
     pub type PFN_NUMBER = u32;
 
     /// `PINTERFACE_REFERENCE`: `VOID (*)(PVOID Context)`, no explicit calling convention.
-    pub type PINTERFACE_REFERENCE = Option<unsafe extern "system" fn(Context: *mut c_void)>;
+    ///
+    /// `extern "C"`, exactly as wdk-sys declares it, so that the same Rust function type fits
+    /// with and without the WDK (see [`crate::sys`]'s calling-convention rule).
+    pub type PINTERFACE_REFERENCE = Option<unsafe extern "C" fn(Context: *mut c_void)>;
 
-    /// `PINTERFACE_DEREFERENCE`: `VOID (*)(PVOID Context)`, no explicit calling convention.
-    pub type PINTERFACE_DEREFERENCE = Option<unsafe extern "system" fn(Context: *mut c_void)>;
+    /// `PINTERFACE_DEREFERENCE`: `VOID (*)(PVOID Context)`, no explicit calling convention;
+    /// `extern "C"` as in wdk-sys.
+    pub type PINTERFACE_DEREFERENCE = Option<unsafe extern "C" fn(Context: *mut c_void)>;
 
     /// `GUID`: 16 bytes, `{Data1-Data2-Data3-Data4[0..2]-Data4[2..8]}` (`guiddef.h`).
     #[repr(C)]
@@ -98,6 +105,15 @@ mod portable {
         pub u: LARGE_INTEGER_PARTS,
         /// The whole signed 64-bit value.
         pub QuadPart: i64,
+    }
+    /// Shows the whole value (`QuadPart`).
+    impl core::fmt::Debug for LARGE_INTEGER {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            // SAFETY: both members are plain integers covering the same 8 bytes, so every bit
+            // pattern is a valid `QuadPart`.
+            let whole = unsafe { self.QuadPart };
+            f.debug_tuple("LARGE_INTEGER").field(&whole).finish()
+        }
     }
 
     /// `UNICODE_STRING`: a counted UTF-16 string (`ntdef.h`). Lengths are in bytes.
@@ -181,6 +197,7 @@ mod portable {
 
 /// Opaque target of a [`VMBCHANNEL`] handle (`DECLARE_HANDLE(VMBCHANNEL)`).
 #[repr(C)]
+#[derive(Debug)]
 pub struct VMBCHANNEL__ {
     _opaque: [u8; 0],
     _not_send_sync: core::marker::PhantomData<(*mut u8, core::marker::PhantomPinned)>,
@@ -188,6 +205,7 @@ pub struct VMBCHANNEL__ {
 
 /// Opaque target of a [`VMBPACKET`] handle (`DECLARE_HANDLE(VMBPACKET)`).
 #[repr(C)]
+#[derive(Debug)]
 pub struct VMBPACKET__ {
     _opaque: [u8; 0],
     _not_send_sync: core::marker::PhantomData<(*mut u8, core::marker::PhantomPinned)>,
@@ -195,6 +213,7 @@ pub struct VMBPACKET__ {
 
 /// Opaque target of a [`VMBPACKETCOMPLETION`] handle (`DECLARE_HANDLE(VMBPACKETCOMPLETION)`).
 #[repr(C)]
+#[derive(Debug)]
 pub struct VMBPACKETCOMPLETION__ {
     _opaque: [u8; 0],
     _not_send_sync: core::marker::PhantomData<(*mut u8, core::marker::PhantomPinned)>,
@@ -218,6 +237,66 @@ pub type PDEVICE_OBJECT = *mut DEVICE_OBJECT;
 pub type PMDL = *mut MDL;
 /// `PPFN_NUMBER`.
 pub type PPFN_NUMBER = *mut PFN_NUMBER;
+/// A GUID you can compare, hash and print, whichever `GUID` type is in use (wdk-sys's has no
+/// `PartialEq` or `Debug`): a transparent wrapper with the same layout.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct Guid(pub GUID);
+
+impl Guid {
+    /// The GUID's 16 bytes in memory order (`Data1`..`Data3` little-endian, then `Data4`).
+    #[must_use]
+    pub const fn to_bytes(&self) -> [u8; 16] {
+        let g = &self.0;
+        let [a0, a1, a2, a3] = g.Data1.to_le_bytes();
+        let [b0, b1] = g.Data2.to_le_bytes();
+        let [c0, c1] = g.Data3.to_le_bytes();
+        let [d0, d1, d2, d3, d4, d5, d6, d7] = g.Data4;
+        [
+            a0, a1, a2, a3, b0, b1, c0, c1, d0, d1, d2, d3, d4, d5, d6, d7,
+        ]
+    }
+}
+
+impl From<GUID> for Guid {
+    fn from(guid: GUID) -> Self {
+        Self(guid)
+    }
+}
+
+impl PartialEq for Guid {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_bytes() == other.to_bytes()
+    }
+}
+
+impl Eq for Guid {}
+
+impl core::hash::Hash for Guid {
+    fn hash<S: core::hash::Hasher>(&self, state: &mut S) {
+        self.to_bytes().hash(state);
+    }
+}
+
+/// The registry form: `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}`, lower case.
+impl core::fmt::Display for Guid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let g = &self.0;
+        let [d0, d1, d2, d3, d4, d5, d6, d7] = g.Data4;
+        write!(
+            f,
+            "{{{:08x}-{:04x}-{:04x}-{d0:02x}{d1:02x}-{d2:02x}{d3:02x}{d4:02x}{d5:02x}{d6:02x}{d7:02x}}}",
+            g.Data1, g.Data2, g.Data3
+        )
+    }
+}
+
+impl core::fmt::Debug for Guid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(self, f)
+    }
+}
+
 /// `LPGUID`.
 pub type LPGUID = *mut GUID;
 /// `LPCGUID`.

@@ -1,5 +1,5 @@
 //! Flag values, masks and documented limits of `vmbuskernelmodeclientlibapi.h`, and the NTSTATUS
-//! codes its comments name (`../shared/spec/kmcl-abi.md` §6).
+//! codes its comments name (`docs/spec/kmcl-abi.md` §6).
 
 use super::base::NTSTATUS;
 

@@ -2,7 +2,7 @@
 //!
 //! Each `FN_*` alias is the non-null function pointer; each `PFN_*` alias is `Option` of it, the
 //! type of an interface slot (unfilled slots are null). Parameter names, order and widths follow
-//! `vmbuskernelmodeclientlibapi.h` exactly (`../shared/spec/kmcl-abi.md` §7). Nine functions
+//! `vmbuskernelmodeclientlibapi.h` exactly (`docs/spec/kmcl-abi.md` §7). Nine functions
 //! are `FASTCALL` in the header: that only changes the convention on 32-bit x86; everything else
 //! uses the platform default (`extern "system"`).
 
@@ -136,7 +136,8 @@ kmcl_functions! {
     /// `VmbChannelSetIncomingProcessingAtPassive`: deliver incoming packets at PASSIVE_LEVEL.
     default FN_VMB_CHANNEL_SET_INCOMING_PROCESSING_AT_PASSIVE / PFN_VMB_CHANNEL_SET_INCOMING_PROCESSING_AT_PASSIVE =
         fn(Channel: VMBCHANNEL, RequirePassive: BOOLEAN);
-    /// `VmbChannelSetInterruptLatency`: interrupt latency in µs; returns the previous value.
+    /// `VmbChannelSetInterruptLatency`: monitor interrupt latency in 100 ns units (Microsoft's
+    /// page); returns the previous value.
     default FN_VMB_CHANNEL_SET_INTERRUPT_LATENCY / PFN_VMB_CHANNEL_SET_INTERRUPT_LATENCY =
         fn(Channel: VMBCHANNEL, Latency: u16, OriginalLatency: *mut u16) -> NTSTATUS;
     /// `VmbChannelSetPointer`: stores a driver pointer on the channel. FASTCALL.

@@ -4,7 +4,7 @@
 //! Each client struct is flat: the 32-byte `INTERFACE` header, then every slot of that version in
 //! header order (V1's 41 slots are alphabetical; later versions append). The C header embeds the
 //! previous version as an anonymous member; the layout is the same. Offsets are proven in
-//! `sys::layout` against `../shared/spec/kmcl-abi.md` §3.
+//! `sys::layout` against `docs/spec/kmcl-abi.md` §3.
 
 use super::base::{GUID, INTERFACE};
 use super::functions::*;

@@ -1,4 +1,4 @@
-//! Compile-time layout proofs against `../shared/spec/kmcl-abi.md` §3–4: the size of every
+//! Compile-time layout proofs against `docs/spec/kmcl-abi.md` §3–4: the size of every
 //! struct and the offset of every slot on 64-bit targets, and the sizes the spec gives for
 //! 32-bit x86. A wrong slot here would make a driver call the wrong KMCL function in kernel
 //! mode, so a mismatch fails the build.

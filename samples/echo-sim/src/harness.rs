@@ -626,6 +626,19 @@ fn duration(ns: u64) -> String {
     }
 }
 
+/// `n` as an English ordinal: `1st`, `2nd`, `3rd`, `4th`, `11th`, `12th`, `13th`, `21st`,
+/// `22nd`, `111th`, `112th`, `123rd`.
+fn ordinal(n: u64) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -655,10 +668,10 @@ impl fmt::Display for Report {
             o.ring_pages,
             o.ring_pages,
             o.window,
-            if o.hostile_every > 0 {
-                format!("HOSTILE (every {}th ping)", o.hostile_every)
-            } else {
-                "honest".to_owned()
+            match o.hostile_every {
+                0 => "honest".to_owned(),
+                1 => "HOSTILE (every ping)".to_owned(),
+                k => format!("HOSTILE (every {} ping)", ordinal(u64::from(k))),
             }
         )?;
         if o.paths.ping {
@@ -676,14 +689,22 @@ impl fmt::Display for Report {
                 per_second(burst.ok, elapsed),
                 mib(burst.bytes) / elapsed.as_secs_f64().max(1e-9),
             )?;
+            // No round trip recorded (`-n 0`, or every ping failed): no percentiles either.
+            let time = |ns: u64| {
+                if self.latency.count == 0 {
+                    "n/a".to_owned()
+                } else {
+                    duration(ns)
+                }
+            };
             writeln!(
                 f,
                 "          round trip p50 {}, p99 {} (min {}, mean {}, max {})",
-                duration(self.latency.p50_ns),
-                duration(self.latency.p99_ns),
-                duration(self.latency.min_ns),
-                duration(self.latency.mean_ns),
-                duration(self.latency.max_ns),
+                time(self.latency.p50_ns),
+                time(self.latency.p99_ns),
+                time(self.latency.min_ns),
+                time(self.latency.mean_ns),
+                time(self.latency.max_ns),
             )?;
         }
         if o.paths.notify {
@@ -778,5 +799,74 @@ impl fmt::Display for Report {
             if self.passed() { "PASS" } else { "FAIL" },
             duration(u64::try_from(self.elapsed.as_nanos()).unwrap_or(u64::MAX)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals() {
+        let cases = [
+            (0, "0th"),
+            (1, "1st"),
+            (2, "2nd"),
+            (3, "3rd"),
+            (4, "4th"),
+            (9, "9th"),
+            (10, "10th"),
+            (11, "11th"),
+            (12, "12th"),
+            (13, "13th"),
+            (14, "14th"),
+            (21, "21st"),
+            (22, "22nd"),
+            (23, "23rd"),
+            (50, "50th"),
+            (101, "101st"),
+            (102, "102nd"),
+            (111, "111th"),
+            (112, "112th"),
+            (113, "113th"),
+            (121, "121st"),
+            (1001, "1001st"),
+            (1011, "1011th"),
+            (u64::MAX, "18446744073709551615th"),
+        ];
+        for (n, expected) in cases {
+            assert_eq!(ordinal(n), expected, "{n}");
+        }
+    }
+
+    #[test]
+    fn host_line_uses_ordinals() {
+        let mut options = Options {
+            hostile_every: 2,
+            ..Options::default()
+        };
+        let line = |options: &Options| {
+            Report::new(options)
+                .to_string()
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(line(&options).ends_with("host HOSTILE (every 2nd ping)"));
+        options.hostile_every = 1;
+        assert!(line(&options).ends_with("host HOSTILE (every ping)"));
+        options.hostile_every = 0;
+        assert!(line(&options).ends_with("host honest"));
+    }
+
+    #[test]
+    fn no_round_trips_print_na() {
+        let report = Report::new(&Options::default());
+        let text = report.to_string();
+        assert!(
+            text.contains("round trip p50 n/a, p99 n/a (min n/a, mean n/a, max n/a)"),
+            "{text}"
+        );
     }
 }

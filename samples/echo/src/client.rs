@@ -903,6 +903,17 @@ impl<P: Platform> core::fmt::Debug for EchoChannel<P> {
     }
 }
 
+impl<P: Platform> core::fmt::Debug for EchoClient<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EchoClient")
+            .field("config", &self.config)
+            .field("negotiated_version", &self.negotiated_version())
+            .field("host_closed", &self.host_closed())
+            .field("requests_in_flight", &self.requests_in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<P: Platform> EchoClient<P> {
     /// A client with `config`, before any channel exists.
     #[must_use]

@@ -1,4 +1,4 @@
-//! VMBus ring buffer with the real wire format (`../shared/spec/vmbus-ring.md` §1).
+//! VMBus ring buffer with the real wire format (`docs/spec/vmbus-ring.md` §1).
 //!
 //! # Memory layout
 //!

@@ -162,6 +162,7 @@ impl Bus {
             kind,
             message: message.into(),
             handle,
+            irql: None,
         });
     }
 
@@ -270,9 +271,11 @@ impl core::fmt::Debug for Vmbus {
 
 impl Vmbus {
     /// Creates a bus. The calling thread's violations about foreign handles are attributed to
-    /// it from now on.
+    /// it from now on. Installs the IRQL model as the library's probe
+    /// ([`install_irql_model`](crate::install_irql_model)) if nothing installed it yet.
     #[must_use]
     pub fn new(config: VmbusConfig) -> Self {
+        crate::irql::install_irql_model();
         let bus = Arc::new(Bus {
             config,
             context: registry::synthetic_handle(),

@@ -5,6 +5,8 @@
 
 use core::ffi::c_void;
 
+use vmbus_kmcl::Irql;
+
 use vmbus_kmcl::sys::{
     EVT_VMB_CHANNEL_PROCESS_PACKET, EVT_VMB_CHANNEL_PROCESS_PACKET_EX,
     EVT_VMB_PACKET_COMPLETION_ROUTINE, EVT_VMB_PACKET_COMPLETION_ROUTINE_EX, NTSTATUS,
@@ -75,6 +77,7 @@ impl StateCallbacks {
                 opened: Some(f), ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: the driver registered `f` for this channel through
                 // VmbChannelInitSetStateChangeCallbacks; the argument is the channel's handle.
                 unsafe { f(ch(channel)) }
@@ -85,6 +88,7 @@ impl StateCallbacks {
                 ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: as above, with the context the driver registered.
                 unsafe { f(ch(channel), ctx(context)) }
             }
@@ -99,6 +103,7 @@ impl StateCallbacks {
                 closed: Some(f), ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel)) }
             }
@@ -108,6 +113,7 @@ impl StateCallbacks {
                 ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel), ctx(context)) }
             }
@@ -122,6 +128,7 @@ impl StateCallbacks {
                 suspend: Some(f), ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel)) }
             }
@@ -131,6 +138,7 @@ impl StateCallbacks {
                 ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel), ctx(context)) }
             }
@@ -145,6 +153,7 @@ impl StateCallbacks {
                 started: Some(f), ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel)) }
             }
@@ -154,6 +163,7 @@ impl StateCallbacks {
                 ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel), ctx(context)) }
             }
@@ -169,6 +179,7 @@ impl StateCallbacks {
                 ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel)) }
             }
@@ -178,6 +189,7 @@ impl StateCallbacks {
                 ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel), ctx(context)) }
             }
@@ -207,7 +219,8 @@ impl ProcessCallbacks {
         !matches!(self, Self::None)
     }
 
-    /// `EvtVmbChannelProcessPacket[Ex]`. `buffer` stays valid until the packet is completed.
+    /// `EvtVmbChannelProcessPacket[Ex]` at `irql` (DISPATCH_LEVEL on the callback thread,
+    /// PASSIVE_LEVEL on the passive worker). `buffer` stays valid until the packet is completed.
     pub(crate) fn process(
         &self,
         channel: usize,
@@ -215,10 +228,12 @@ impl ProcessCallbacks {
         buffer: *mut c_void,
         len: u32,
         flags: u32,
+        irql: Irql,
     ) {
         match *self {
             Self::Legacy { process, .. } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(irql);
                 // SAFETY: registered by the driver for this channel; `packet` is a live
                 // completion context and `buffer` holds `len` readable bytes.
                 unsafe {
@@ -235,6 +250,7 @@ impl ProcessCallbacks {
                 context, process, ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(irql);
                 // SAFETY: as above, with the context the driver registered.
                 unsafe {
                     process(
@@ -251,13 +267,14 @@ impl ProcessCallbacks {
         }
     }
 
-    /// `EvtVmbChannelProcessingComplete[Ex]`, if registered.
-    pub(crate) fn processing_complete(&self, channel: usize, count: u32) {
+    /// `EvtVmbChannelProcessingComplete[Ex]` at `irql`, if registered.
+    pub(crate) fn processing_complete(&self, channel: usize, count: u32, irql: Irql) {
         match *self {
             Self::Legacy {
                 complete: Some(f), ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(irql);
                 // SAFETY: registered by the driver for this channel.
                 unsafe { f(ch(channel), count) }
             }
@@ -267,6 +284,7 @@ impl ProcessCallbacks {
                 ..
             } => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(irql);
                 // SAFETY: registered by the driver for this channel.
                 unsafe { f(ch(channel), ctx(context), count) }
             }
@@ -287,7 +305,8 @@ pub(crate) enum CompletionRoutine {
 }
 
 impl CompletionRoutine {
-    /// Calls the routine; returns false for the default routine (nothing called).
+    /// Calls the routine at DISPATCH_LEVEL; returns false for the default routine (nothing
+    /// called).
     pub(crate) fn call(&self, packet: usize, status: NTSTATUS, response: &[u8]) -> bool {
         let (buffer, len) = if response.is_empty() {
             (core::ptr::null_mut(), 0)
@@ -301,6 +320,7 @@ impl CompletionRoutine {
             Self::Default => false,
             Self::Legacy(f) => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::DISPATCH);
                 // SAFETY: registered by the driver for this packet; `buffer` holds `len` bytes
                 // (or is null) for the duration of the call.
                 unsafe { f(packet as VMBPACKET, status, buffer, len) };
@@ -308,6 +328,7 @@ impl CompletionRoutine {
             }
             Self::Ex(f, context) => {
                 let _driver = crate::scope::DriverScope::enter();
+                let _irql = crate::irql::CallbackIrql::enter(Irql::DISPATCH);
                 // SAFETY: as above, with the context the driver registered.
                 unsafe { f(packet as VMBPACKET, ctx(context), status, buffer, len) };
                 true

@@ -323,6 +323,7 @@ impl Channel {
             Err(status) => {
                 if let Some(f) = cfg.pnp_failure {
                     let _driver = crate::scope::DriverScope::enter();
+                    let _irql = crate::irql::CallbackIrql::enter(vmbus_kmcl::Irql::PASSIVE);
                     // SAFETY: the driver registered `f` (VmbClientChannelInitSetTargetPnp) for
                     // this channel; the channel handle is live.
                     unsafe { f(self.handle as vmbus_kmcl::sys::VMBCHANNEL, status) };

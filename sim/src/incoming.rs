@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use vmbus_kmcl::Irql;
 use vmbus_kmcl::sys::{MDL, NTSTATUS, VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA};
 
 use crate::channel::{Channel, Inner, POLL, State};
@@ -172,6 +173,11 @@ fn run_callback(ch: &Arc<Channel>, pkt: &Arc<InPacket>, passive: bool) {
             pkt.payload.address() as *mut core::ffi::c_void,
             pkt.payload_len,
             pkt.flags,
+            if passive {
+                Irql::PASSIVE
+            } else {
+                Irql::DISPATCH
+            },
         );
     } else {
         ch.violation(
@@ -438,7 +444,7 @@ fn redeliver(ch: &Arc<Channel>) -> u32 {
     delivered
 }
 
-fn processing_complete(ch: &Arc<Channel>, count: u32) {
+fn processing_complete(ch: &Arc<Channel>, count: u32, irql: Irql) {
     if count == 0 {
         return;
     }
@@ -449,7 +455,7 @@ fn processing_complete(ch: &Arc<Channel>, count: u32) {
         }
         inner.process_cbs
     };
-    cbs.processing_complete(ch.handle, count);
+    cbs.processing_complete(ch.handle, count, irql);
 }
 
 /// One iteration of the callback thread; false when it must exit.
@@ -490,7 +496,7 @@ fn dpc_step(ch: &Arc<Channel>, scratch: &mut Vec<u8>) -> bool {
         }
         run_work(ch);
     }
-    processing_complete(ch, delivered);
+    processing_complete(ch, delivered, Irql::DISPATCH);
     let inner = lock(&ch.inner);
     !(inner.dpc_stop && inner.work.is_empty())
 }
@@ -564,7 +570,7 @@ pub(crate) fn passive_main(ch: &Arc<Channel>) {
             }
         }
         if lock(&ch.inner).at_passive {
-            processing_complete(ch, delivered);
+            processing_complete(ch, delivered, Irql::PASSIVE);
         }
         {
             let inner = lock(&ch.inner);

@@ -10,8 +10,10 @@
 //! MDLs ([`OwnedMdl`]) over an identity "physical" mapping (PFN = virtual address >> 12).
 //!
 //! Every handle a slot receives is validated through a registry before use; driver bugs become
-//! [`Violation`]s in the [`VerifierReport`], never crashes. [`Faults`] inject failures; an
-//! [`Offer`] rescinds, stalls, or writes hostile packets. `sim/README.md` has the table of
+//! [`Violation`]s in the [`VerifierReport`], never crashes. Every thread has an IRQL ([`irql`]):
+//! packet and completion callbacks run at DISPATCH_LEVEL, state callbacks at PASSIVE_LEVEL, and
+//! a slot called above its IRQL ([`Slot::max_irql`]) is reported and refused. [`Faults`] inject
+//! failures; an [`Offer`] rescinds, stalls, or writes hostile packets. `sim/README.md` has the table of
 //! emulator semantics (slot → behaviour → status codes).
 //!
 //! # Example
@@ -92,6 +94,7 @@ mod event;
 mod gpadl;
 mod host;
 mod incoming;
+pub mod irql;
 mod memory;
 mod offer;
 mod outgoing;
@@ -110,15 +113,16 @@ pub use host::{
     HostChannel, HostCompletion, HostDevice, HostError, HostPacket, HostPacketKind, HostRange,
     HostWaker, RawPacket,
 };
+pub use irql::install_irql_model;
 pub use memory::{
     MDL_MAPPED_TO_SYSTEM_VA, MDL_PAGES_LOCKED, MDL_SOURCE_IS_NONPAGED_POOL, MdlError,
     OWNED_MDL_FLAGS, OwnedMdl, PAGE_SIZE, pfn_of,
 };
 pub use offer::{Offer, OfferCounters};
 pub use registry::unattributed_violations;
-pub use slot::{Slot, SlotReturn};
+pub use slot::{IrqlSource, Slot, SlotReturn};
 pub use slots::{
     MAX_CONTEXT_SIZE, MAX_PACKET_COUNT, MAX_PROCESSORS, MAX_RING_PAGES, PACKET_OBJECT_HEADER,
     SIZEOF_CHANNEL,
 };
-pub use verifier::{HostileCounters, VerifierReport, Violation, ViolationKind};
+pub use verifier::{HostileCounters, IrqlMismatch, VerifierReport, Violation, ViolationKind};

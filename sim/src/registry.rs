@@ -121,6 +121,14 @@ pub(crate) fn current_bus() -> Option<Arc<Bus>> {
     CURRENT_BUS.with(|c| c.borrow().upgrade())
 }
 
+/// The bus that owns (or owned) `handle`, if it is still alive. Records nothing.
+pub(crate) fn owner(handle: usize) -> Option<Arc<Bus>> {
+    match lock(&REGISTRY).get(&handle)? {
+        Entry::Live(o) => o.bus().upgrade(),
+        Entry::Dead { bus, .. } => bus.upgrade(),
+    }
+}
+
 /// Records a violation on `bus` if it is alive, else on the current bus, else globally.
 pub(crate) fn report(bus: Option<Arc<Bus>>, v: Violation) {
     match bus.or_else(current_bus) {
@@ -281,6 +289,7 @@ fn lookup_as(
                     kind,
                     message,
                     handle,
+                    irql: None,
                 },
             );
             Err(err)

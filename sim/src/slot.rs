@@ -111,6 +111,103 @@ slots! {
     VmbPacketSetCompletionRoutineEx = V5, Other;
 }
 
+/// Where a slot's IRQL requirement comes from (the `sim/README.md` table cites each one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IrqlSource {
+    /// An annotation in `vmbuskernelmodeclientlibapi.h` (`_IRQL_requires_`, `_When_`).
+    Header,
+    /// The call blocks (waits for the host, for callbacks or for other threads), so it needs
+    /// PASSIVE_LEVEL.
+    Blocks,
+    /// Channel configuration before enable (the `Init*` setters, the channel pointer, the
+    /// delivery IRQL): nothing is documented; PASSIVE_LEVEL, where drivers make these calls.
+    Setup,
+    /// A packet path or a query that KMCL drivers make from their DISPATCH_LEVEL callbacks:
+    /// nothing is documented; at most DISPATCH_LEVEL.
+    PacketPath,
+}
+
+impl Slot {
+    /// The highest IRQL at which the emulator accepts a call of this slot. A call above it is an
+    /// [`IrqlTooHigh`](crate::ViolationKind::IrqlTooHigh) violation and is refused.
+    ///
+    /// `VmbChannelSendSynchronousRequest` is listed at PASSIVE_LEVEL, its rule when it waits;
+    /// the header's `_When_` lets it run at DISPATCH_LEVEL with a non-null zero timeout and no
+    /// `VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION`, and the slot applies that per call.
+    #[must_use]
+    pub const fn max_irql(self) -> vmbus_kmcl::Irql {
+        match self.irql_source() {
+            IrqlSource::Header | IrqlSource::Blocks | IrqlSource::Setup => {
+                vmbus_kmcl::Irql::PASSIVE
+            }
+            IrqlSource::PacketPath => vmbus_kmcl::Irql::DISPATCH,
+        }
+    }
+
+    /// Why [`max_irql`](Self::max_irql) is what it is.
+    #[must_use]
+    pub const fn irql_source(self) -> IrqlSource {
+        match self {
+            Self::VmbChannelAllocate | Self::VmbChannelSendSynchronousRequest => IrqlSource::Header,
+            Self::VmbChannelInitialize
+            | Self::VmbChannelCleanup
+            | Self::VmbChannelEnable
+            | Self::VmbChannelDisable
+            | Self::VmbChannelPause
+            | Self::VmbChannelStart
+            | Self::VmbChannelCreateGpadlFromBuffer
+            | Self::VmbChannelCreateGpadlFromMdl
+            | Self::VmbChannelCreateGpadlFromPfnList
+            | Self::VmbChannelDeleteGpadl
+            | Self::VmbChannelAllocateBounceBuffer => IrqlSource::Blocks,
+            Self::VmbChannelInitSetClientContextSize
+            | Self::VmbChannelInitSetFlags
+            | Self::VmbChannelInitSetFriendlyName
+            | Self::VmbChannelInitSetMaximumExternalData
+            | Self::VmbChannelInitSetMaximumPacketSize
+            | Self::VmbChannelInitSetProcessPacketCallbacks
+            | Self::VmbChannelInitSetStateChangeCallbacks
+            | Self::VmbClientChannelInitSetRingBufferPageCount
+            | Self::VmbClientChannelInitSetTargetPnp
+            | Self::VmbChannelInitSetBounceBufferSizes
+            | Self::VmbChannelInitSetMaximumPacketCount
+            | Self::VmbChannelInitSetPrimaryChannel
+            | Self::VmbClientChannelInitSetTargetProcessorIndex
+            | Self::VmbChannelInitSetInlinePacketContextSize
+            | Self::VmbChannelInitSetProcessPacketCallbacksEx
+            | Self::VmbChannelSetIncomingProcessingAtPassive
+            | Self::VmbChannelSetPointer => IrqlSource::Setup,
+            Self::VmbChannelGetInterfaceInstance
+            | Self::VmbChannelGetMmioSpace
+            | Self::VmbChannelGetPointer
+            | Self::VmbChannelPacketComplete
+            | Self::VmbChannelPacketDeferToPassive
+            | Self::VmbChannelPacketFail
+            | Self::VmbChannelPacketGetExternalData
+            | Self::VmbChannelSetInterruptLatency
+            | Self::VmbChannelSetTransactionQuota
+            | Self::VmbChannelSizeofPacket
+            | Self::VmbPacketAllocate
+            | Self::VmbPacketFree
+            | Self::VmbPacketGetChannel
+            | Self::VmbPacketGetPointer
+            | Self::VmbPacketInitialize
+            | Self::VmbPacketSend
+            | Self::VmbPacketSendWithExternalMdl
+            | Self::VmbPacketSendWithExternalPfns
+            | Self::VmbPacketSetCompletionRoutine
+            | Self::VmbPacketSetPointer
+            | Self::VmbChannelPacketGetClientContext
+            | Self::VmbChannelGetTargetDeviceObject
+            | Self::VmbChannelGetParentDeviceObject
+            | Self::VmbChannelSetAllowableDpcCpuUsage
+            | Self::VmbSizeofChannel
+            | Self::VmbPacketGetInlinePacketContextPointer
+            | Self::VmbPacketSetCompletionRoutineEx => IrqlSource::PacketPath,
+        }
+    }
+}
+
 impl fmt::Display for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

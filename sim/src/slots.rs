@@ -18,8 +18,8 @@ use vmbus_kmcl::sys::{
     PFN_VMB_PACKET_COMPLETION_ROUTINE, PFN_VMB_PACKET_COMPLETION_ROUTINE_EX, PLARGE_INTEGER, PMDL,
     PPFN_NUMBER, PVMB_CHANNEL_STATE_CHANGE_CALLBACKS, PVOID, UNICODE_STRING,
     VMB_CHANNEL_STATE_CHANGE_CALLBACKS, VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5, VMBCHANNEL,
-    VMBPACKET, VMBPACKETCOMPLETION, VMBUS_CHANNEL_GPADL_FLAGS, VMBUS_CHANNEL_INIT_FLAGS,
-    VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAGS,
+    VMBPACKET, VMBPACKETCOMPLETION, VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+    VMBUS_CHANNEL_GPADL_FLAGS, VMBUS_CHANNEL_INIT_FLAGS, VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAGS,
 };
 
 use crate::bus::{Bus, InterfaceVersion};
@@ -27,6 +27,7 @@ use crate::callbacks::{CompletionRoutine, ProcessCallbacks, StateCallbacks};
 use crate::channel::{Channel, Inner};
 use crate::event::lock;
 use crate::incoming::{self, InPacket};
+use crate::irql::{Irql, Refused};
 use crate::memory::{self, ChainError, MdlSpan, PAGE_SIZE};
 use crate::outgoing::{self, External, OutPacket, Phase, RawBuf, SendParams};
 use crate::registry::{self, HandleKind, Object};
@@ -53,9 +54,27 @@ pub const MAX_PROCESSORS: u32 = 2048;
 /// Fixed part of `VmbChannelSizeofPacket` (the packet object header), in bytes.
 pub const PACKET_OBJECT_HEADER: u32 = 64;
 
-/// Runs a slot body; a panic (an emulator bug) is counted and turned into `fallback`.
-fn guard<R>(slot: Slot, fallback: R, body: impl FnOnce() -> R) -> R {
+/// Runs a slot body after the IRQL check ([`Slot::max_irql`]); a call above the slot's IRQL is
+/// recorded (on the bus owning `handle`) and refused ([`Refused`]); a panic (an emulator bug)
+/// is counted and turned into `fallback`.
+fn guard<R: Refused>(slot: Slot, handle: usize, fallback: R, body: impl FnOnce() -> R) -> R {
+    guard_at(slot, handle, slot.max_irql(), fallback, body)
+}
+
+/// [`guard`] with an explicit IRQL requirement (for a slot whose requirement depends on its
+/// arguments). `handle` (the slot's first handle argument, 0 if none) only attributes an IRQL
+/// violation to the bus that owns it.
+fn guard_at<R: Refused>(
+    slot: Slot,
+    handle: usize,
+    max_irql: Irql,
+    fallback: R,
+    body: impl FnOnce() -> R,
+) -> R {
     let _emulator = crate::scope::EmulatorScope::enter();
+    if !crate::irql::allowed(slot, handle, max_irql) {
+        return R::refused();
+    }
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(r) => r,
         Err(_) => {
@@ -106,7 +125,7 @@ fn init_setter(
     channel: VMBCHANNEL,
     body: impl FnOnce(&Channel, &mut Inner) -> NTSTATUS,
 ) -> NTSTATUS {
-    guard(slot, STATUS_INTERNAL_ERROR, || {
+    guard(slot, channel as usize, STATUS_INTERNAL_ERROR, || {
         let Some(ch) = chan(slot, channel) else {
             return STATUS_INVALID_PARAMETER_1;
         };
@@ -164,7 +183,7 @@ unsafe extern "system" fn vmb_channel_allocate(
     channel: *mut VMBCHANNEL,
 ) -> NTSTATUS {
     const SLOT: Slot = Slot::VmbChannelAllocate;
-    guard(SLOT, STATUS_INTERNAL_ERROR, || {
+    guard(SLOT, parent as usize, STATUS_INTERNAL_ERROR, || {
         if channel.is_null() {
             if let Ok((_, bus)) = registry::device(parent as usize, SLOT.name()) {
                 bus.violation(
@@ -189,7 +208,7 @@ unsafe extern "system" fn vmb_channel_allocate(
 
 unsafe extern "system" fn vmb_channel_cleanup(channel: VMBCHANNEL) {
     const SLOT: Slot = Slot::VmbChannelCleanup;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         if let Some(ch) = chan(SLOT, channel) {
             ch.cleanup();
         }
@@ -204,7 +223,7 @@ unsafe extern "system" fn vmb_channel_create_gpadl_from_buffer(
     gpadl: *mut u32,
 ) -> NTSTATUS {
     const SLOT: Slot = Slot::VmbChannelCreateGpadlFromBuffer;
-    guard(SLOT, STATUS_INTERNAL_ERROR, || {
+    guard(SLOT, channel as usize, STATUS_INTERNAL_ERROR, || {
         let Some(ch) = chan(SLOT, channel) else {
             return STATUS_INVALID_PARAMETER_1;
         };
@@ -246,7 +265,7 @@ unsafe extern "system" fn vmb_channel_create_gpadl_from_mdl(
     gpadl: *mut u32,
 ) -> NTSTATUS {
     const SLOT: Slot = Slot::VmbChannelCreateGpadlFromMdl;
-    guard(SLOT, STATUS_INTERNAL_ERROR, || {
+    guard(SLOT, channel as usize, STATUS_INTERNAL_ERROR, || {
         let Some(ch) = chan(SLOT, channel) else {
             return STATUS_INVALID_PARAMETER_1;
         };
@@ -305,7 +324,7 @@ unsafe extern "system" fn vmb_channel_create_gpadl_from_mdl(
 
 unsafe extern "system" fn vmb_channel_delete_gpadl(channel: VMBCHANNEL, gpadl: u32) {
     const SLOT: Slot = Slot::VmbChannelDeleteGpadl;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         if let Some(ch) = chan(SLOT, channel) {
             crate::gpadl::delete(&ch, SLOT.name(), gpadl);
         }
@@ -314,7 +333,7 @@ unsafe extern "system" fn vmb_channel_delete_gpadl(channel: VMBCHANNEL, gpadl: u
 
 unsafe extern "system" fn vmb_channel_disable(channel: VMBCHANNEL) {
     const SLOT: Slot = Slot::VmbChannelDisable;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         if let Some(ch) = chan(SLOT, channel) {
             ch.disable();
         }
@@ -323,7 +342,7 @@ unsafe extern "system" fn vmb_channel_disable(channel: VMBCHANNEL) {
 
 unsafe extern "system" fn vmb_channel_enable(channel: VMBCHANNEL) -> NTSTATUS {
     const SLOT: Slot = Slot::VmbChannelEnable;
-    guard(SLOT, STATUS_INTERNAL_ERROR, || {
+    guard(SLOT, channel as usize, STATUS_INTERNAL_ERROR, || {
         let Some(ch) = chan(SLOT, channel) else {
             return STATUS_INVALID_PARAMETER_1;
         };
@@ -348,7 +367,7 @@ unsafe extern "system" fn vmb_channel_get_interface_instance(
     instance: LPGUID,
 ) {
     const SLOT: Slot = Slot::VmbChannelGetInterfaceInstance;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         let Some(ch) = chan(SLOT, channel) else {
             return;
         };
@@ -373,7 +392,7 @@ unsafe extern "system" fn vmb_channel_get_mmio_space(
     size: *mut u64,
 ) {
     const SLOT: Slot = Slot::VmbChannelGetMmioSpace;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         let Some(ch) = chan(SLOT, channel) else {
             return;
         };
@@ -395,7 +414,7 @@ unsafe extern "system" fn vmb_channel_get_mmio_space(
 
 unsafe extern "system" fn vmb_channel_get_pointer(channel: VMBCHANNEL) -> PVOID {
     const SLOT: Slot = Slot::VmbChannelGetPointer;
-    guard(SLOT, core::ptr::null_mut(), || {
+    guard(SLOT, channel as usize, core::ptr::null_mut(), || {
         chan(SLOT, channel).map_or(core::ptr::null_mut(), |ch| lock(&ch.inner).pointer as PVOID)
     })
 }
@@ -612,7 +631,7 @@ unsafe extern "system" fn vmb_channel_packet_complete(
     size: u32,
 ) {
     const SLOT: Slot = Slot::VmbChannelPacketComplete;
-    guard(SLOT, (), || {
+    guard(SLOT, packet as usize, (), || {
         let Some(pkt) = completing(SLOT, packet) else {
             return;
         };
@@ -637,7 +656,7 @@ unsafe extern "system" fn vmb_channel_packet_complete(
 
 unsafe extern "system" fn vmb_channel_packet_defer_to_passive(packet: VMBPACKETCOMPLETION) {
     const SLOT: Slot = Slot::VmbChannelPacketDeferToPassive;
-    guard(SLOT, (), || {
+    guard(SLOT, packet as usize, (), || {
         if let Some(pkt) = in_packet(SLOT, packet) {
             incoming::defer(&pkt, SLOT.name());
         }
@@ -646,7 +665,7 @@ unsafe extern "system" fn vmb_channel_packet_defer_to_passive(packet: VMBPACKETC
 
 unsafe extern "system" fn vmb_channel_packet_fail(packet: VMBPACKETCOMPLETION) {
     const SLOT: Slot = Slot::VmbChannelPacketFail;
-    guard(SLOT, (), || {
+    guard(SLOT, packet as usize, (), || {
         if let Some(pkt) = completing(SLOT, packet) {
             incoming::fail(&pkt, SLOT.name());
         }
@@ -659,7 +678,7 @@ unsafe extern "system" fn vmb_channel_packet_get_external_data(
     mdl: *mut PMDL,
 ) -> NTSTATUS {
     const SLOT: Slot = Slot::VmbChannelPacketGetExternalData;
-    guard(SLOT, STATUS_INTERNAL_ERROR, || {
+    guard(SLOT, packet as usize, STATUS_INTERNAL_ERROR, || {
         let Some(pkt) = in_packet(SLOT, packet) else {
             return STATUS_INVALID_PARAMETER_1;
         };
@@ -683,7 +702,7 @@ unsafe extern "system" fn vmb_channel_packet_get_external_data(
 
 unsafe extern "system" fn vmb_channel_pause(channel: VMBCHANNEL) {
     const SLOT: Slot = Slot::VmbChannelPause;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         if let Some(ch) = chan(SLOT, channel) {
             ch.pause();
         }
@@ -702,24 +721,41 @@ unsafe extern "system" fn vmb_channel_send_synchronous_request(
     timeout: PLARGE_INTEGER,
 ) -> NTSTATUS {
     const SLOT: Slot = Slot::VmbChannelSendSynchronousRequest;
-    guard(SLOT, STATUS_INTERNAL_ERROR, || {
-        let Some(ch) = chan(SLOT, channel) else {
-            return STATUS_INVALID_PARAMETER_1;
-        };
-        if let Some(s) = ch.bus.fault(SLOT) {
-            return s;
-        }
-        outgoing::send_sync(
-            &ch,
-            buffer.cast::<u8>().cast_const(),
-            size,
-            mdl,
-            flags,
-            completion.cast::<u8>(),
-            completion_size,
-            timeout.cast::<i64>().cast_const(),
-        )
-    })
+    // The header's `_When_`: PASSIVE_LEVEL unless the timeout is present and zero and no
+    // completion is awaited.
+    let no_wait = !timeout.is_null()
+        && flags & VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION == 0
+        // SAFETY: a non-null `Timeout` points to a readable LARGE_INTEGER (the KMCL contract).
+        && unsafe { timeout.cast::<i64>().read_unaligned() } == 0;
+    let max_irql = if no_wait {
+        Irql::DISPATCH
+    } else {
+        Irql::PASSIVE
+    };
+    guard_at(
+        SLOT,
+        channel as usize,
+        max_irql,
+        STATUS_INTERNAL_ERROR,
+        || {
+            let Some(ch) = chan(SLOT, channel) else {
+                return STATUS_INVALID_PARAMETER_1;
+            };
+            if let Some(s) = ch.bus.fault(SLOT) {
+                return s;
+            }
+            outgoing::send_sync(
+                &ch,
+                buffer.cast::<u8>().cast_const(),
+                size,
+                mdl,
+                flags,
+                completion.cast::<u8>(),
+                completion_size,
+                timeout.cast::<i64>().cast_const(),
+            )
+        },
+    )
 }
 
 unsafe extern "system" fn vmb_channel_set_incoming_processing_at_passive(
@@ -727,7 +763,7 @@ unsafe extern "system" fn vmb_channel_set_incoming_processing_at_passive(
     require_passive: BOOLEAN,
 ) {
     const SLOT: Slot = Slot::VmbChannelSetIncomingProcessingAtPassive;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         if let Some(ch) = chan(SLOT, channel) {
             lock(&ch.inner).at_passive = require_passive != 0;
         }
@@ -740,7 +776,7 @@ unsafe extern "system" fn vmb_channel_set_interrupt_latency(
     original: *mut u16,
 ) -> NTSTATUS {
     const SLOT: Slot = Slot::VmbChannelSetInterruptLatency;
-    guard(SLOT, STATUS_INTERNAL_ERROR, || {
+    guard(SLOT, channel as usize, STATUS_INTERNAL_ERROR, || {
         let Some(ch) = chan(SLOT, channel) else {
             return STATUS_INVALID_PARAMETER_1;
         };
@@ -764,7 +800,7 @@ unsafe extern "system" fn vmb_channel_set_interrupt_latency(
 
 unsafe extern "system" fn vmb_channel_set_pointer(channel: VMBCHANNEL, pointer: PVOID) {
     const SLOT: Slot = Slot::VmbChannelSetPointer;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         if let Some(ch) = chan(SLOT, channel) {
             lock(&ch.inner).pointer = pointer as usize;
         }
@@ -773,7 +809,7 @@ unsafe extern "system" fn vmb_channel_set_pointer(channel: VMBCHANNEL, pointer: 
 
 unsafe extern "system" fn vmb_channel_set_transaction_quota(channel: VMBCHANNEL, quota: u32) {
     const SLOT: Slot = Slot::VmbChannelSetTransactionQuota;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         let Some(ch) = chan(SLOT, channel) else {
             return;
         };
@@ -792,14 +828,14 @@ unsafe extern "system" fn vmb_channel_set_transaction_quota(channel: VMBCHANNEL,
 
 unsafe extern "system" fn vmb_channel_sizeof_packet(channel: VMBCHANNEL) -> u32 {
     const SLOT: Slot = Slot::VmbChannelSizeofPacket;
-    guard(SLOT, 0, || {
+    guard(SLOT, channel as usize, 0, || {
         chan(SLOT, channel).map_or(0, |ch| sizeof_packet(&lock(&ch.inner)))
     })
 }
 
 unsafe extern "system" fn vmb_channel_start(channel: VMBCHANNEL) {
     const SLOT: Slot = Slot::VmbChannelStart;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         if let Some(ch) = chan(SLOT, channel) {
             ch.start();
         }
@@ -870,7 +906,7 @@ unsafe extern "system" fn vmb_client_channel_init_set_target_pnp(
 
 unsafe extern "system" fn vmb_packet_allocate(channel: VMBCHANNEL) -> VMBPACKET {
     const SLOT: Slot = Slot::VmbPacketAllocate;
-    guard(SLOT, core::ptr::null_mut(), || {
+    guard(SLOT, channel as usize, core::ptr::null_mut(), || {
         let Some(ch) = chan(SLOT, channel) else {
             return core::ptr::null_mut();
         };
@@ -897,7 +933,7 @@ unsafe extern "system" fn vmb_packet_allocate(channel: VMBCHANNEL) -> VMBPACKET 
 
 unsafe extern "system" fn vmb_packet_free(packet: VMBPACKET) {
     const SLOT: Slot = Slot::VmbPacketFree;
-    guard(SLOT, (), || {
+    guard(SLOT, packet as usize, (), || {
         let Ok(pkt) = registry::packet_for_free(packet as usize, SLOT.name()) else {
             return;
         };
@@ -915,14 +951,14 @@ unsafe extern "system" fn vmb_packet_free(packet: VMBPACKET) {
 
 unsafe extern "system" fn vmb_packet_get_channel(packet: VMBPACKET) -> VMBCHANNEL {
     const SLOT: Slot = Slot::VmbPacketGetChannel;
-    guard(SLOT, core::ptr::null_mut(), || {
+    guard(SLOT, packet as usize, core::ptr::null_mut(), || {
         out_packet(SLOT, packet).map_or(core::ptr::null_mut(), |p| p.channel.handle as VMBCHANNEL)
     })
 }
 
 unsafe extern "system" fn vmb_packet_get_pointer(packet: VMBPACKET) -> PVOID {
     const SLOT: Slot = Slot::VmbPacketGetPointer;
-    guard(SLOT, core::ptr::null_mut(), || {
+    guard(SLOT, packet as usize, core::ptr::null_mut(), || {
         out_packet(SLOT, packet).map_or(core::ptr::null_mut(), |p| lock(&p.st).pointer as PVOID)
     })
 }
@@ -933,7 +969,7 @@ unsafe extern "system" fn vmb_packet_initialize(
     byte_count: u32,
 ) -> NTSTATUS {
     const SLOT: Slot = Slot::VmbPacketInitialize;
-    guard(SLOT, STATUS_INTERNAL_ERROR, || {
+    guard(SLOT, channel as usize, STATUS_INTERNAL_ERROR, || {
         let Some(ch) = chan(SLOT, channel) else {
             return STATUS_INVALID_PARAMETER_1;
         };
@@ -1015,7 +1051,7 @@ fn send_common(
     flags: u32,
     params: SendParams,
 ) -> NTSTATUS {
-    guard(slot, STATUS_INTERNAL_ERROR, || {
+    guard(slot, packet as usize, STATUS_INTERNAL_ERROR, || {
         let Some(pkt) = out_packet(slot, packet) else {
             return STATUS_INVALID_PARAMETER_1;
         };
@@ -1123,7 +1159,7 @@ unsafe extern "system" fn vmb_packet_set_completion_routine(
     routine: PFN_VMB_PACKET_COMPLETION_ROUTINE,
 ) {
     const SLOT: Slot = Slot::VmbPacketSetCompletionRoutine;
-    guard(SLOT, (), || {
+    guard(SLOT, packet as usize, (), || {
         if let Some(p) = out_packet(SLOT, packet) {
             lock(&p.st).routine =
                 routine.map_or(CompletionRoutine::Default, CompletionRoutine::Legacy);
@@ -1133,7 +1169,7 @@ unsafe extern "system" fn vmb_packet_set_completion_routine(
 
 unsafe extern "system" fn vmb_packet_set_pointer(packet: VMBPACKET, pointer: PVOID) {
     const SLOT: Slot = Slot::VmbPacketSetPointer;
-    guard(SLOT, (), || {
+    guard(SLOT, packet as usize, (), || {
         if let Some(p) = out_packet(SLOT, packet) {
             lock(&p.st).pointer = pointer as usize;
         }
@@ -1144,7 +1180,7 @@ unsafe extern "system" fn vmb_channel_packet_get_client_context(
     packet: VMBPACKETCOMPLETION,
 ) -> PVOID {
     const SLOT: Slot = Slot::VmbChannelPacketGetClientContext;
-    guard(SLOT, core::ptr::null_mut(), || {
+    guard(SLOT, packet as usize, core::ptr::null_mut(), || {
         in_packet(SLOT, packet).map_or(core::ptr::null_mut(), |p| p.client_context() as PVOID)
     })
 }
@@ -1154,7 +1190,7 @@ unsafe extern "system" fn vmb_channel_get_target_device_object(
     out: *mut PDEVICE_OBJECT,
 ) {
     const SLOT: Slot = Slot::VmbChannelGetTargetDeviceObject;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         let Some(ch) = chan(SLOT, channel) else {
             return;
         };
@@ -1178,7 +1214,7 @@ unsafe extern "system" fn vmb_channel_get_parent_device_object(
     out: *mut PDEVICE_OBJECT,
 ) {
     const SLOT: Slot = Slot::VmbChannelGetParentDeviceObject;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         let Some(ch) = chan(SLOT, channel) else {
             return;
         };
@@ -1239,7 +1275,7 @@ unsafe extern "system" fn vmb_channel_allocate_bounce_buffer(
     size: u32,
 ) -> NTSTATUS {
     const SLOT: Slot = Slot::VmbChannelAllocateBounceBuffer;
-    guard(SLOT, STATUS_INTERNAL_ERROR, || {
+    guard(SLOT, channel as usize, STATUS_INTERNAL_ERROR, || {
         let Some(ch) = chan(SLOT, channel) else {
             return STATUS_INVALID_PARAMETER_1;
         };
@@ -1289,7 +1325,7 @@ unsafe extern "system" fn vmb_channel_create_gpadl_from_pfn_list(
     gpadl: *mut u32,
 ) -> NTSTATUS {
     const SLOT: Slot = Slot::VmbChannelCreateGpadlFromPfnList;
-    guard(SLOT, STATUS_INTERNAL_ERROR, || {
+    guard(SLOT, channel as usize, STATUS_INTERNAL_ERROR, || {
         let Some(ch) = chan(SLOT, channel) else {
             return STATUS_INVALID_PARAMETER_1;
         };
@@ -1368,7 +1404,7 @@ unsafe extern "system" fn vmb_channel_initialize(
     size: u32,
 ) -> NTSTATUS {
     const SLOT: Slot = Slot::VmbChannelInitialize;
-    guard(SLOT, STATUS_INTERNAL_ERROR, || {
+    guard(SLOT, parent as usize, STATUS_INTERNAL_ERROR, || {
         let bus: Option<Arc<Bus>> = registry::device(parent as usize, SLOT.name())
             .ok()
             .map(|(_, b)| b);
@@ -1431,7 +1467,7 @@ unsafe extern "system" fn vmb_channel_set_allowable_dpc_cpu_usage(
     percentage: u8,
 ) {
     const SLOT: Slot = Slot::VmbChannelSetAllowableDpcCpuUsage;
-    guard(SLOT, (), || {
+    guard(SLOT, channel as usize, (), || {
         let Some(ch) = chan(SLOT, channel) else {
             return;
         };
@@ -1468,7 +1504,7 @@ unsafe extern "system" fn vmb_client_channel_init_set_target_processor_index(
 }
 
 unsafe extern "system" fn vmb_sizeof_channel() -> u32 {
-    SIZEOF_CHANNEL
+    guard(Slot::VmbSizeofChannel, 0, SIZEOF_CHANNEL, || SIZEOF_CHANNEL)
 }
 
 unsafe extern "system" fn vmb_channel_init_set_inline_packet_context_size(
@@ -1492,7 +1528,7 @@ unsafe extern "system" fn vmb_channel_init_set_inline_packet_context_size(
 
 unsafe extern "system" fn vmb_packet_get_inline_packet_context_pointer(packet: VMBPACKET) -> PVOID {
     const SLOT: Slot = Slot::VmbPacketGetInlinePacketContextPointer;
-    guard(SLOT, core::ptr::null_mut(), || {
+    guard(SLOT, packet as usize, core::ptr::null_mut(), || {
         out_packet(SLOT, packet).map_or(core::ptr::null_mut(), |p| p.context as PVOID)
     })
 }
@@ -1528,7 +1564,7 @@ unsafe extern "system" fn vmb_packet_set_completion_routine_ex(
     routine: PFN_VMB_PACKET_COMPLETION_ROUTINE_EX,
 ) {
     const SLOT: Slot = Slot::VmbPacketSetCompletionRoutineEx;
-    guard(SLOT, (), || {
+    guard(SLOT, packet as usize, (), || {
         if let Some(p) = out_packet(SLOT, packet) {
             lock(&p.st).routine = routine.map_or(CompletionRoutine::Default, |f| {
                 CompletionRoutine::Ex(f, context as usize)
@@ -1548,6 +1584,7 @@ unsafe extern "C" fn interface_reference(context: *mut c_void) {
                 kind: ViolationKind::InvalidHandle,
                 message: "unknown interface context".into(),
                 handle: context as usize,
+                irql: None,
             },
         ),
     }
@@ -1564,6 +1601,7 @@ unsafe extern "C" fn interface_dereference(context: *mut c_void) {
                 kind: ViolationKind::InvalidHandle,
                 message: "unknown interface context".into(),
                 handle: context as usize,
+                irql: None,
             },
         ),
     }

@@ -40,6 +40,19 @@ pub enum ViolationKind {
     ReferenceUnderflow,
     /// A slot that the bus's interface version does not have (e.g. V5 callbacks on a V4 bus).
     NotSupported,
+    /// A slot called above the highest IRQL it allows ([`Slot::max_irql`](crate::Slot::max_irql);
+    /// e.g. `VmbChannelDisable` from a DISPATCH_LEVEL packet callback). The call was refused;
+    /// [`Violation::irql`] holds both levels.
+    IrqlTooHigh,
+}
+
+/// The two levels of an [`IrqlTooHigh`](ViolationKind::IrqlTooHigh) violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IrqlMismatch {
+    /// The calling thread's IRQL.
+    pub current: vmbus_kmcl::Irql,
+    /// The highest IRQL the slot allows.
+    pub required: vmbus_kmcl::Irql,
 }
 
 /// One driver bug: the slot it happened in, its class, a message and the handle involved.
@@ -53,6 +66,9 @@ pub struct Violation {
     pub message: String,
     /// The handle or pointer involved (0 if none).
     pub handle: usize,
+    /// The calling thread's IRQL and the slot's requirement, for
+    /// [`IrqlTooHigh`](ViolationKind::IrqlTooHigh); `None` for other kinds.
+    pub irql: Option<IrqlMismatch>,
 }
 
 impl fmt::Display for Violation {

@@ -157,29 +157,56 @@ unsafe extern "system" fn disabling_packet(
     DISABLE_IN_CALLBACK.fetch_add(1, Ordering::SeqCst);
 }
 
+/// From a DISPATCH_LEVEL packet callback, a blocking call is refused for its IRQL first; from
+/// a PASSIVE_LEVEL delivery on the channel's own passive worker it is refused as a deadlock.
 #[test]
 fn blocking_calls_from_callbacks_are_refused() {
-    let (fx, _) = rec_fx(InterfaceVersion::V1, true);
-    let k = fx.k();
-    let mut ch: VMBCHANNEL = null_mut();
-    assert_eq!(
-        k.allocate(fx.offer.device_object(), 0, &mut ch),
-        STATUS_SUCCESS
-    );
-    assert_eq!(
-        k.process_callbacks(ch, Some(disabling_packet), None),
-        STATUS_SUCCESS
-    );
-    assert_eq!(k.enable(ch), STATUS_SUCCESS);
-    fx.offer.host_send(b"trigger!", true).unwrap();
-    assert!(wait_for(T, || DISABLE_IN_CALLBACK.load(Ordering::SeqCst) == 1));
-    assert!(fx.has("VmbChannelDisable", ViolationKind::WouldDeadlock));
-    assert!(fx.has("VmbChannelPause", ViolationKind::WouldDeadlock));
-    // The channel still works and closes normally.
-    assert!(fx.offer.is_open());
-    fx.close(ch);
-    let r = fx.finish();
-    assert_eq!(r.violations.len(), 2, "{r}");
+    for passive in [false, true] {
+        DISABLE_IN_CALLBACK.store(0, Ordering::SeqCst);
+        let (fx, _) = rec_fx(InterfaceVersion::V1, true);
+        let k = fx.k();
+        let mut ch: VMBCHANNEL = null_mut();
+        assert_eq!(
+            k.allocate(fx.offer.device_object(), 0, &mut ch),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            k.process_callbacks(ch, Some(disabling_packet), None),
+            STATUS_SUCCESS
+        );
+        k.at_passive(ch, u8::from(passive));
+        assert_eq!(k.enable(ch), STATUS_SUCCESS);
+        fx.offer.host_send(b"trigger!", true).unwrap();
+        assert!(wait_for(T, || DISABLE_IN_CALLBACK.load(Ordering::SeqCst) == 1));
+        let kind = if passive {
+            ViolationKind::WouldDeadlock
+        } else {
+            ViolationKind::IrqlTooHigh
+        };
+        assert!(
+            fx.has("VmbChannelDisable", kind),
+            "passive {passive}: {:?}",
+            fx.violations()
+        );
+        assert!(fx.has("VmbChannelPause", kind), "{:?}", fx.violations());
+        if !passive {
+            let v = fx
+                .violations()
+                .into_iter()
+                .find(|v| v.kind == ViolationKind::IrqlTooHigh)
+                .unwrap();
+            let irql = v.irql.unwrap();
+            assert_eq!(
+                (irql.current, irql.required),
+                (vmbus_kmcl::Irql::DISPATCH, vmbus_kmcl::Irql::PASSIVE)
+            );
+        }
+        // The channel still works and closes normally.
+        assert!(fx.offer.is_open());
+        fx.close(ch);
+        let r = fx.finish();
+        assert_eq!(r.violations.len(), 2, "{r}");
+    }
 }
 
 #[test]

@@ -544,7 +544,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use vmbus_kmcl::sys::GUID;
-    use vmbus_kmcl::{Irql, NtStatus, PassiveLevel};
+    use vmbus_kmcl::{NtStatus, PassiveLevel};
     use vmbus_kmcl_sim::{InterfaceVersion, Offer, Slot, Vmbus, VmbusConfig};
 
     use crate::driver::{CounterDevice, Stats};
@@ -566,29 +566,11 @@ mod tests {
         Data4: [9, 9, 10, 10, 11, 11, 12, 12],
     };
 
-    /// The IRQL model: the emulator's callback ("DPC") threads run at DISPATCH_LEVEL,
-    /// everything else at PASSIVE_LEVEL.
-    fn modelled_irql() -> Irql {
-        let on_dpc = std::thread::current()
-            .name()
-            .is_some_and(|name| name.starts_with("vmbus-dpc"));
-        if on_dpc {
-            Irql::DISPATCH
-        } else {
-            Irql::PASSIVE
-        }
-    }
-
-    /// Installs the model once per test binary. Without it every thread counts as passive, so
-    /// a `PassiveLevel::check()` reached from a packet callback would succeed here and
-    /// bugcheck in a guest.
+    /// Makes the emulator's IRQL model the library's probe (`Vmbus::new` does it too; it is
+    /// idempotent). Without it every thread counts as passive, so a `PassiveLevel::check()`
+    /// reached from a packet callback would succeed here and bugcheck in a guest.
     fn install_irql_model() {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            // SAFETY: the model reports DISPATCH_LEVEL on the emulator's DPC threads, the only
-            // threads the emulator treats as running above PASSIVE_LEVEL.
-            unsafe { vmbus_kmcl::irql::set_irql_probe(Some(modelled_irql)) };
-        });
+        vmbus_kmcl_sim::install_irql_model();
     }
 
     /// A test thread's PASSIVE_LEVEL token.

@@ -43,42 +43,19 @@ pub struct Rig {
     pub bus: Vmbus,
 }
 
-thread_local! {
-    /// A test thread's raised IRQL (as `KeRaiseIrql` would set), if any.
-    static RAISED_IRQL: std::cell::Cell<Option<u8>> = const { std::cell::Cell::new(None) };
-}
-
-/// The IRQL model the tests run under: the emulator's DPC threads run at DISPATCH_LEVEL, a test
-/// thread at whatever it raised itself to, everything else at PASSIVE_LEVEL.
-fn modelled_irql() -> vmbus_kmcl::Irql {
-    if let Some(raised) = RAISED_IRQL.with(std::cell::Cell::get) {
-        return vmbus_kmcl::Irql(raised);
-    }
-    if on_dpc_thread() {
-        vmbus_kmcl::Irql::DISPATCH
-    } else {
-        vmbus_kmcl::Irql::PASSIVE
-    }
-}
-
-/// Installs [`modelled_irql`] as the library's IRQL probe (once per test binary).
+/// Installs the emulator's IRQL model as the library's IRQL probe
+/// (`vmbus_kmcl_sim::install_irql_model`: DISPATCH_LEVEL in packet and completion callbacks on
+/// its callback threads, PASSIVE_LEVEL in state callbacks and on other threads, a thread's own
+/// `vmbus_kmcl_sim::irql::raise`). `Vmbus::new` does it too; it is idempotent.
 pub fn install_irql_model() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: the model reports DISPATCH_LEVEL on the emulator's DPC threads and never
-        // PASSIVE_LEVEL on a thread the emulator treats as running above it.
-        unsafe { vmbus_kmcl::irql::set_irql_probe(Some(modelled_irql)) };
-    });
+    vmbus_kmcl_sim::install_irql_model();
 }
 
 /// Runs `f` with this thread's IRQL raised to `irql` (as between `KeRaiseIrql` and
-/// `KeLowerIrql`).
+/// `KeLowerIrql`); the library and the emulator's slots both see it.
 pub fn at_irql<R>(irql: vmbus_kmcl::Irql, f: impl FnOnce() -> R) -> R {
     install_irql_model();
-    RAISED_IRQL.with(|raised| raised.set(Some(irql.0)));
-    let result = f();
-    RAISED_IRQL.with(|raised| raised.set(None));
-    result
+    vmbus_kmcl_sim::irql::at(irql, f)
 }
 
 pub fn rig(version: SimVersion) -> Rig {

@@ -69,6 +69,18 @@ pub enum RingError {
     /// [`RawAccess::new`](super::RawAccess::new) was given a writer and a reader of different
     /// rings.
     MismatchedEndpoints,
+    /// Caller-supplied ring memory ([`RingWriter::over_raw`](super::RingWriter::over_raw),
+    /// [`RingReader::over_raw`](super::RingReader::over_raw)) does not start on a 4096-byte
+    /// boundary.
+    MisalignedMemory {
+        /// The address that was passed.
+        address: usize,
+    },
+    /// The index an endpoint was asked to start at is not 8-aligned or not `< data_size`.
+    InvalidStartIndex {
+        /// The index that was passed.
+        index: u32,
+    },
     /// A raw data access was out of range: the offset must be `< data_size` and the length
     /// `<= data_size`; a snapshot buffer must be exactly `4096 + data_size` bytes; a raw packet
     /// must be a non-zero multiple of 8 bytes that fits.
@@ -252,6 +264,15 @@ impl fmt::Display for RingError {
             }
             Self::MismatchedEndpoints => {
                 write!(f, "writer and reader belong to different rings")
+            }
+            Self::MisalignedMemory { address } => {
+                write!(f, "ring memory at {address:#x} is not 4096-byte aligned")
+            }
+            Self::InvalidStartIndex { index } => {
+                write!(
+                    f,
+                    "start index {index} is not 8-aligned or not inside the data area"
+                )
             }
             Self::RawAccessOutOfRange { offset, len } => {
                 write!(

@@ -16,12 +16,15 @@ pub(crate) struct RingMemory {
     data: NonNull<u8>,
     /// Data area size in bytes: a non-zero multiple of 4096, at most 1 GiB.
     data_size: u32,
-    /// Layout used to allocate, needed to free.
-    layout: Layout,
+    /// Layout used to allocate, needed to free; `None` for caller-supplied memory, which is
+    /// never freed here.
+    layout: Option<Layout>,
 }
 
-// SAFETY: `RingMemory` owns its allocation exclusively (no aliasing outside of it); moving it to
-// another thread moves that ownership, and the raw pointers are never tied to the creating thread.
+// SAFETY: an allocated `RingMemory` owns its allocation exclusively (no aliasing outside of it);
+// caller-supplied memory is, by the contract of `RingMemory::borrowed`, valid from any thread and
+// touched by others only through the ring protocol. Moving it to another thread moves that
+// access, and the raw pointers are never tied to the creating thread.
 unsafe impl Send for RingMemory {}
 
 // SAFETY: shared access happens only through `control()` (atomics, which are `Sync`) and through
@@ -54,7 +57,7 @@ impl RingMemory {
             base,
             data,
             data_size,
-            layout,
+            layout: Some(layout),
         };
         memory.control().feature_bits.store(
             FEATURE_PENDING_SEND_SZ,
@@ -63,12 +66,52 @@ impl RingMemory {
         Ok(memory)
     }
 
+    /// Ring memory the caller supplies: `base` is the control page, followed by `data_pages`
+    /// data pages. Nothing is written and nothing is freed when the ring goes away.
+    ///
+    /// # Errors
+    /// [`RingError::InvalidPageCount`] for 0 or more than [`MAX_DATA_PAGES`] pages;
+    /// [`RingError::MisalignedMemory`] if `base` is not 4096-aligned.
+    ///
+    /// # Safety
+    /// `base` points to `(1 + data_pages) * 4096` initialised bytes that stay valid (readable,
+    /// writable, not freed) for as long as the returned value lives. Nobody holds a Rust
+    /// reference into them meanwhile; other accesses (another ring endpoint, another
+    /// implementation, a device) use atomic accesses for the control page and follow the ring
+    /// protocol for the data area (a reader touches only bytes between the read and write
+    /// indices, a writer only the free region).
+    pub(crate) unsafe fn borrowed(base: NonNull<u8>, data_pages: usize) -> Result<Self, RingError> {
+        if data_pages == 0 || data_pages > MAX_DATA_PAGES {
+            return Err(RingError::InvalidPageCount { pages: data_pages });
+        }
+        let address = base.as_ptr() as usize;
+        if !address.is_multiple_of(PAGE_SIZE) {
+            return Err(RingError::MisalignedMemory { address });
+        }
+        let invalid = RingError::InvalidPageCount { pages: data_pages };
+        let data_bytes = data_pages.checked_mul(PAGE_SIZE).ok_or(invalid)?;
+        let data_size = u32::try_from(data_bytes).map_err(|_| invalid)?;
+        let data = NonNull::new(base.as_ptr().wrapping_add(PAGE_SIZE)).ok_or(invalid)?;
+        Ok(Self {
+            base,
+            data,
+            data_size,
+            layout: None,
+        })
+    }
+
+    /// Start of the memory (the control page).
+    pub(crate) const fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
     /// The control page.
     pub(crate) fn control(&self) -> &ControlPage {
         // SAFETY: `base` points to a live allocation of at least 4096 bytes, aligned to 4096, that
-        // was zero-initialised (a valid `ControlPage`: every field is an atomic integer); it lives
-        // as long as `self`. Every field has interior mutability, so this shared reference never
-        // conflicts with other accesses to the page.
+        // was zero-initialised, or to caller memory with the same properties (initialised, see
+        // `borrowed`); any initialised bytes are a valid `ControlPage` (every field is an atomic
+        // integer), and the memory lives as long as `self`. Every field has interior mutability,
+        // so this shared reference never conflicts with other accesses to the page.
         unsafe { self.base.cast::<ControlPage>().as_ref() }
     }
 
@@ -147,9 +190,11 @@ impl RingMemory {
 
 impl Drop for RingMemory {
     fn drop(&mut self) {
-        // SAFETY: `base` was returned by `alloc_zeroed(self.layout)` and is freed exactly once,
-        // here; no reference into the allocation outlives `self`.
-        unsafe { alloc::dealloc(self.base.as_ptr(), self.layout) };
+        if let Some(layout) = self.layout {
+            // SAFETY: `base` was returned by `alloc_zeroed(layout)` and is freed exactly once,
+            // here; no reference into the allocation outlives `self`.
+            unsafe { alloc::dealloc(self.base.as_ptr(), layout) };
+        }
     }
 }
 

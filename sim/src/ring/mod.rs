@@ -41,6 +41,67 @@
 //! The feature bit `feat_pending_send_sz` (bit 0 of the feature word) is set when the ring is
 //! created: both endpoints of the emulator implement pending-send-size flow control.
 //!
+//! # Rings over caller memory
+//!
+//! [`Ring::create`] owns its memory. To share a ring with code that is not this crate's (another
+//! implementation of the ring, a user's own host device, a model of real hardware), build one
+//! endpoint over memory the caller supplies with the `unsafe` [`RingWriter::over_raw`] or
+//! [`RingReader::over_raw`]: the caller names the control page, the number of data pages and
+//! the index the endpoint starts at, and promises that the memory stays valid and that only
+//! the peer endpoint touches it (by the protocol). [`Ring::base`] gives the memory of any ring,
+//! so a foreign endpoint can also attach to one of the emulator's; [`Ring::create_at`] starts
+//! an emulator-owned ring at chosen indices. The endpoints work exactly as those of
+//! [`Ring::create`]: copy out, then validate, every peer value checked, poisoned on corruption.
+//! The control page stays readable from either side ([`Ring::control_word`],
+//! [`Ring::control_page`]).
+//!
+//! ```
+//! use core::ptr::NonNull;
+//! use std::alloc::{Layout, alloc_zeroed, dealloc};
+//! use vmbus_kmcl_sim::ring::{
+//!     ControlWord, OutgoingPacket, PAGE_SIZE, Ring, RingError, RingReader, RingWriter,
+//! };
+//!
+//! # fn main() -> Result<(), RingError> {
+//! // The caller's memory: a control page and two data pages, page-aligned.
+//! let layout = Layout::from_size_align(3 * PAGE_SIZE, PAGE_SIZE).unwrap();
+//! // SAFETY: the layout has a non-zero size.
+//! let base = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+//!
+//! // A writer and a reader over it, both starting at byte 4096 of the data area.
+//! // SAFETY: the memory is initialised and outlives both endpoints (freed below, after them);
+//! // there is one writer and one reader, and nothing else touches the memory.
+//! let mut writer = unsafe { RingWriter::over_raw(base, 2, 4096) }?;
+//! // SAFETY: as above.
+//! let mut reader = unsafe { RingReader::over_raw(base, 2, 4096) }?;
+//! let outcome = writer.write(&OutgoingPacket::in_band(7, true, &[b"hello, ring!"]))?;
+//! assert_eq!(outcome.bytes, 16 + 16 + 8); // descriptor, padded payload, trailer
+//! assert_eq!(reader.ring().control_word(ControlWord::WriteIndex), 4096 + 40);
+//!
+//! let mut buf = [0u8; 64];
+//! let read = reader.read(&mut buf)?.expect("one packet");
+//! assert_eq!(read.packet.transaction_id(), 7);
+//! assert_eq!(&read.packet.payload()[..12], b"hello, ring!");
+//! assert_eq!(reader.ring().control_page()[4..8], (4096u32 + 40).to_le_bytes());
+//! drop((writer, reader));
+//! // SAFETY: allocated above with this layout; both endpoints are gone.
+//! unsafe { dealloc(base.as_ptr(), layout) };
+//!
+//! // A foreign reader attached to an emulator-owned ring, in place of the emulator's reader.
+//! let (mut writer, emulator_reader) = Ring::create(1)?;
+//! drop(emulator_reader);
+//! // SAFETY: `writer` keeps the ring's memory alive for longer than `foreign` (dropped
+//! // first, below); the emulator's reader is gone, so this is the only reader.
+//! let mut foreign = unsafe { RingReader::over_raw(writer.ring().base(), 1, 0) }?;
+//! writer.write(&OutgoingPacket::in_band(1, false, &[b"8 bytes!"]))?;
+//! let read = foreign.read(&mut buf)?.expect("one packet");
+//! assert_eq!(read.packet.payload(), b"8 bytes!");
+//! drop(foreign);
+//! drop(writer);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Hostile peers
 //!
 //! Every value the peer controls (its index, every descriptor field, every GPA-direct and

@@ -153,11 +153,52 @@ impl core::fmt::Debug for RingReader {
 
 impl RingReader {
     pub(crate) const fn new(ring: Arc<Ring>) -> Self {
+        Self::new_at(ring, 0)
+    }
+
+    pub(crate) const fn new_at(ring: Arc<Ring>, read_index: u32) -> Self {
         Self {
             ring,
-            read_index: 0,
+            read_index,
             poisoned: None,
         }
+    }
+
+    /// The reading half of a ring in memory the caller supplies (`base`: the 4096-byte control
+    /// page, then `data_pages` × 4096 data bytes), starting at `read_index`. This is how another
+    /// implementation of the ring, or a user's own host device, shares a ring with the
+    /// emulator's: the writer may be a [`RingWriter`](super::RingWriter) over the same memory, the
+    /// emulator's own endpoint (see [`Ring::base`]), or foreign code that follows the ring
+    /// protocol.
+    ///
+    /// Nothing is written at construction (the control page is left as it is, readable with
+    /// [`Ring::control_word`] and [`Ring::control_page`]); the endpoint keeps its own copy of
+    /// its index, publishes it at its first commit, and validates every value the peer writes
+    /// exactly as an endpoint from [`Ring::create`] does. The peer's index is read from the
+    /// control page, so it must already be consistent with the chosen start (e.g. equal to it
+    /// for an empty ring). Dropping the endpoint never frees the memory.
+    ///
+    /// # Errors
+    /// [`RingError::InvalidPageCount`] for 0 or more than
+    /// [`MAX_DATA_PAGES`](super::MAX_DATA_PAGES) pages; [`RingError::MisalignedMemory`] if
+    /// `base` is not 4096-aligned; [`RingError::InvalidStartIndex`] if `read_index` is not
+    /// 8-aligned or not below the data size.
+    ///
+    /// # Safety
+    /// * `base` points to `(1 + data_pages) * 4096` initialised bytes that stay valid (readable,
+    ///   writable, not freed) for as long as the endpoint and every [`Ring`] handle cloned from
+    ///   it live.
+    /// * No other reading endpoint of this ring exists meanwhile.
+    /// * Nobody holds a Rust reference into the memory meanwhile; every other access uses atomic
+    ///   loads and stores for the control page and follows the ring protocol for the data area.
+    pub unsafe fn over_raw(
+        base: core::ptr::NonNull<u8>,
+        data_pages: usize,
+        read_index: u32,
+    ) -> Result<Self, RingError> {
+        // SAFETY: the caller's contract covers `Ring::over_raw`'s.
+        let ring = unsafe { Ring::over_raw(base, data_pages, read_index) }?;
+        Ok(Self::new_at(ring, read_index))
     }
 
     /// The shared ring (inspection: control words, counters, sizes).

@@ -80,6 +80,82 @@ impl Ring {
         Ok((RingWriter::new(Arc::clone(&ring)), RingReader::new(ring)))
     }
 
+    /// Creates a ring as [`Ring::create`] does, with both indices starting at the given
+    /// values instead of 0 (the ring holds `write_index - read_index` bytes, modulo the size, of
+    /// zeroes, which a reader rejects as corrupt unless they are overwritten with packets first:
+    /// start both at the same index for an empty ring).
+    ///
+    /// # Errors
+    /// As [`Ring::create`]; [`RingError::InvalidStartIndex`] if an index is not 8-aligned or
+    /// not below the data size.
+    pub fn create_at(
+        data_pages: usize,
+        write_index: u32,
+        read_index: u32,
+    ) -> Result<(RingWriter, RingReader), RingError> {
+        let memory = RingMemory::new(data_pages)?;
+        let size = memory.data_size();
+        for index in [write_index, read_index] {
+            if !super::index::is_valid(index, size) {
+                return Err(RingError::InvalidStartIndex { index });
+            }
+        }
+        let control = memory.control();
+        control.write_index.store(write_index, Ordering::Release);
+        control.read_index.store(read_index, Ordering::Release);
+        let ring = Arc::new(Self {
+            memory,
+            counters: Counters::default(),
+        });
+        Ok((
+            RingWriter::new_at(Arc::clone(&ring), write_index),
+            RingReader::new_at(ring, read_index),
+        ))
+    }
+
+    /// A ring over caller-supplied memory (see [`RingWriter::over_raw`]).
+    ///
+    /// # Safety
+    /// The contract of [`RingWriter::over_raw`] for `base` and `data_pages`.
+    pub(crate) unsafe fn over_raw(
+        base: core::ptr::NonNull<u8>,
+        data_pages: usize,
+        start_index: u32,
+    ) -> Result<Arc<Self>, RingError> {
+        // SAFETY: the caller's contract is `RingMemory::borrowed`'s.
+        let memory = unsafe { RingMemory::borrowed(base, data_pages) }?;
+        if !super::index::is_valid(start_index, memory.data_size()) {
+            return Err(RingError::InvalidStartIndex { index: start_index });
+        }
+        Ok(Arc::new(Self {
+            memory,
+            counters: Counters::default(),
+        }))
+    }
+
+    /// The start of the ring's memory: the control page, followed by the data area. This is
+    /// what another endpoint ([`RingWriter::over_raw`], [`RingReader::over_raw`], another
+    /// implementation, a device model) needs to share the ring; the pointer is valid while this
+    /// `Ring` lives (for caller-supplied memory: while the caller keeps it valid).
+    #[must_use]
+    pub const fn base(&self) -> core::ptr::NonNull<u8> {
+        self.memory.base()
+    }
+
+    /// A copy of the whole control page as it is now (each 32-bit word loaded atomically,
+    /// little-endian on the wire), e.g. to check another implementation's view of the ring.
+    #[must_use]
+    pub fn control_page(&self) -> [u8; PAGE_SIZE] {
+        let mut page = [0u8; PAGE_SIZE];
+        let control = self.memory.control();
+        for (offset, chunk) in (0..PAGE_SIZE).step_by(4).zip(page.chunks_exact_mut(4)) {
+            if let Some(word) = control.word_at(offset) {
+                chunk.copy_from_slice(&word.load(Ordering::SeqCst).to_le_bytes());
+            }
+        }
+        page
+    }
+
     /// Size of the data area, in bytes (a non-zero multiple of 4096).
     #[must_use]
     pub const fn data_size(&self) -> u32 {

@@ -2,6 +2,7 @@
 //! verifier and fault injection.
 
 use core::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::channel::Channel;
 use crate::event::lock;
 use crate::host::HostDevice;
 use crate::offer::{Offer, OfferShared};
+use crate::profile::HostProfile;
 use crate::registry::{self, Object};
 use crate::slot::{Slot, SlotReturn};
 use crate::status::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
@@ -92,6 +94,9 @@ pub struct VmbusConfig {
     /// Longest wait of a `VmbChannelSendSynchronousRequest` with a null (infinite) timeout;
     /// after it the request is cancelled (default 30 s).
     pub infinite_wait_cap: Duration,
+    /// The host implementation the emulator imitates (default [`HostProfile::Default`], the
+    /// behaviour of earlier versions).
+    pub host_profile: HostProfile,
 }
 
 impl VmbusConfig {
@@ -102,6 +107,13 @@ impl VmbusConfig {
             version,
             ..Self::default()
         }
+    }
+
+    /// The same configuration imitating `profile`.
+    #[must_use]
+    pub const fn with_host_profile(mut self, profile: HostProfile) -> Self {
+        self.host_profile = profile;
+        self
     }
 }
 
@@ -116,6 +128,7 @@ impl Default for VmbusConfig {
             max_external_chain: 16,
             drain_timeout: Duration::from_secs(2),
             infinite_wait_cap: Duration::from_secs(30),
+            host_profile: HostProfile::Default,
         }
     }
 }
@@ -143,6 +156,8 @@ pub(crate) struct Bus {
     pub(crate) state: Mutex<BusState>,
     verifier: Mutex<VerifierState>,
     pub(crate) faults: Mutex<FaultState>,
+    /// `Faults::spurious_guest_signals` (an atomic: it is read on every guest send).
+    pub(crate) spurious_signals: AtomicBool,
 }
 
 impl Bus {
@@ -196,6 +211,7 @@ impl Bus {
             .iter()
             .find(|o| {
                 Guid(o.interface_type) == Guid(*interface_type)
+                    && !o.is_rescinded()
                     && instance.is_none_or(|i| Guid(*i) == Guid(o.instance))
                     && o.subchannel_index == subchannel
             })
@@ -282,6 +298,7 @@ impl Vmbus {
             state: Mutex::new(BusState::default()),
             verifier: Mutex::new(VerifierState::default()),
             faults: Mutex::new(FaultState::default()),
+            spurious_signals: AtomicBool::new(false),
         });
         registry::insert(bus.context, Object::Interface(Arc::downgrade(&bus)));
         registry::set_current_bus(&bus);
@@ -539,8 +556,19 @@ impl Faults<'_> {
         lock(&self.bus.faults).completion_status = status;
     }
 
+    /// With `true`, the emulated KMCL interrupts the host after **every** guest→host write,
+    /// whether the ring's signalling rule calls for it or not (a guest that ignores the
+    /// empty→non-empty rule). Each unneeded interrupt is counted
+    /// ([`OfferCounters::unneeded_guest_signals`](crate::OfferCounters::unneeded_guest_signals))
+    /// and, under [`HostProfile::HyperV`], reported as
+    /// [`ViolationKind::UnexpectedInterrupt`].
+    pub fn spurious_guest_signals(&self, on: bool) {
+        self.bus.spurious_signals.store(on, Ordering::Relaxed);
+    }
+
     /// Disarms every fault.
     pub fn clear(&self) {
         *lock(&self.bus.faults) = FaultState::default();
+        self.bus.spurious_signals.store(false, Ordering::Relaxed);
     }
 }

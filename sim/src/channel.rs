@@ -140,6 +140,10 @@ pub(crate) struct Inner {
     pub(crate) host_close_requested: bool,
     /// The Closed callback of a host close has returned.
     pub(crate) host_close_notified: bool,
+    /// A host close (rescind) is running on the callback thread.
+    pub(crate) host_closing: bool,
+    /// A guest `VmbChannelDisable` is closing the channel.
+    pub(crate) guest_closing: bool,
     pub(crate) cleaned: bool,
 }
 
@@ -231,6 +235,8 @@ impl Channel {
                 in_started: false,
                 host_close_requested: false,
                 host_close_notified: false,
+                host_closing: false,
+                guest_closing: false,
                 cleaned: false,
             }),
             cv: Condvar::new(),
@@ -356,6 +362,8 @@ impl Channel {
             inner.out_corrupt = false;
             inner.host_close_requested = false;
             inner.host_close_notified = false;
+            inner.host_closing = false;
+            inner.guest_closing = false;
         }
         {
             let mut host = lock(&self.host);
@@ -440,6 +448,13 @@ impl Channel {
         self.guest_event.signal();
         if !pause_on_enable {
             cbs.post_started(self.handle);
+        }
+        if offer.is_rescinded() {
+            // Rescinded after the open result, while the guest's open callbacks ran (the
+            // rescind saw the channel still opening and left it alone): close it now, as a
+            // rescind of an open channel does.
+            lock(&self.inner).host_close_requested = true;
+            self.guest_event.signal();
         }
         STATUS_SUCCESS
     }
@@ -604,8 +619,14 @@ impl Channel {
             );
             return;
         }
+        if inner.host_closing {
+            // A rescind is being processed on the callback thread: the driver cannot know, so
+            // wait for it and then disable as after a rescind.
+            let timeout = self.bus.config.drain_timeout.saturating_mul(4);
+            inner = wait_until(&self.cv, inner, timeout, |i| !i.host_closing).0;
+        }
         match inner.state {
-            State::Running | State::Paused => {}
+            State::Running | State::Paused => inner.guest_closing = true,
             State::HostClosed => {
                 inner.state = State::Closing;
                 drop(inner);
@@ -648,7 +669,12 @@ impl Channel {
         self.join_threads();
         cbs.closed(self.handle);
         self.reset_open_state();
-        lock(&self.inner).state = State::Disabled;
+        {
+            let mut inner = lock(&self.inner);
+            inner.state = State::Disabled;
+            inner.guest_closing = false;
+        }
+        self.cv.notify_all();
     }
 
     /// `VmbChannelPause`.
@@ -732,9 +758,11 @@ impl Channel {
     pub(crate) fn host_close(self: &Arc<Self>) {
         let mut inner = lock(&self.inner);
         inner.host_close_requested = false;
-        if !matches!(inner.state, State::Running | State::Paused) {
+        if !matches!(inner.state, State::Running | State::Paused) || inner.guest_closing {
+            // Not open, or the guest is closing it already (which also closes the host side).
             return;
         }
+        inner.host_closing = true;
         let was_suspended = inner.suspended;
         inner.quiescing = true;
         inner.redeliver.clear();
@@ -763,7 +791,11 @@ impl Channel {
             inner.dpc_stop = true;
         }
         cbs.closed(self.handle);
-        lock(&self.inner).host_close_notified = true;
+        {
+            let mut inner = lock(&self.inner);
+            inner.host_close_notified = true;
+            inner.host_closing = false;
+        }
         self.passive_event.signal();
         self.cv.notify_all();
     }

@@ -20,7 +20,7 @@ use crate::ring::{
     GpaRangeSpec, OutgoingPacket, PacketType, RawAccess, RingError, encode_gpa_direct_header,
     gpa_direct_header_len, packet_ring_bytes,
 };
-use crate::status::{STATUS_SUCCESS, STATUS_UNSUCCESSFUL};
+use crate::status::{STATUS_DEVICE_REMOVED, STATUS_SUCCESS, STATUS_UNSUCCESSFUL};
 use crate::verifier::Counter;
 
 /// Why a host-side operation failed.
@@ -342,7 +342,12 @@ fn flush(ch: &Channel, host: &mut HostSide) {
             Ok(()) => {}
             Err(RingError::NotEnoughSpace { needed, .. }) => {
                 host.queue.push_front(front);
-                match host.writer.as_mut().map(|w| w.wait_for_space(needed)) {
+                let profile = ch.bus.config.host_profile;
+                let wanted = |w: &mut crate::ring::RingWriter| {
+                    let request = profile.pending_send_request(needed, w.ring().max_packet_len());
+                    w.wait_for_space(request)
+                };
+                match host.writer.as_mut().map(wanted) {
                     Some(Ok(true)) => {}
                     Some(Err(_)) => {
                         host.writer_frozen = true;
@@ -775,7 +780,7 @@ pub(crate) fn host_main(
         offer: Arc::clone(offer),
     };
     let open = catch_unwind(AssertUnwindSafe(|| device.on_open(&mut hc)));
-    let status = match open {
+    let mut status = match open {
         Ok(Ok(())) => STATUS_SUCCESS,
         Ok(Err(s)) => s,
         Err(_) => {
@@ -783,6 +788,17 @@ pub(crate) fn host_main(
             STATUS_UNSUCCESSFUL
         }
     };
+    if status == STATUS_SUCCESS && ch.bus.config.host_profile.polls_before_open_result() {
+        // The device talks before the guest has its open result (HostProfile::HyperV).
+        guarded(ch, || device.on_poll(&mut hc));
+        flush(ch, &mut lock(&ch.host));
+    }
+    if status == STATUS_SUCCESS && offer.is_rescinded() {
+        // Rescinded while opening: the host sends no open result; the guest's open fails and
+        // the device, which had accepted the open, sees it closed.
+        guarded(ch, || device.on_close(&mut hc));
+        status = STATUS_DEVICE_REMOVED;
+    }
     let _ = opened.send(status);
     if status != STATUS_SUCCESS {
         offer.return_device(device);

@@ -313,7 +313,7 @@ fn read_ring(ch: &Arc<Channel>, budget: usize, scratch: &mut Vec<u8>) -> Vec<Rec
     }
     drop(guard);
     if signal {
-        ch.host_event.signal();
+        ch.interrupt_host(None, true, false);
     }
     if corrupt {
         let mut inner = lock(&ch.inner);

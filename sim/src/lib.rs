@@ -13,8 +13,9 @@
 //! [`Violation`]s in the [`VerifierReport`], never crashes. Every thread has an IRQL ([`irql`]):
 //! packet and completion callbacks run at DISPATCH_LEVEL, state callbacks at PASSIVE_LEVEL, and
 //! a slot called above its IRQL ([`Slot::max_irql`]) is reported and refused. [`Faults`] inject
-//! failures; an [`Offer`] rescinds, stalls, or writes hostile packets. `sim/README.md` has the table of
-//! emulator semantics (slot → behaviour → status codes).
+//! failures; an [`Offer`] rescinds, stalls, or writes hostile packets. A [`HostProfile`]
+//! (`VmbusConfig::host_profile`) adds the habits of a particular host (Hyper-V, OpenVMM).
+//! `sim/README.md` has the table of emulator semantics (slot → behaviour → status codes).
 //!
 //! # Example
 //!
@@ -98,6 +99,7 @@ pub mod irql;
 mod memory;
 mod offer;
 mod outgoing;
+mod profile;
 mod registry;
 mod safe;
 pub mod scope;
@@ -119,6 +121,7 @@ pub use memory::{
     OWNED_MDL_FLAGS, OwnedMdl, PAGE_SIZE, pfn_of,
 };
 pub use offer::{Offer, OfferCounters};
+pub use profile::HostProfile;
 pub use registry::unattributed_violations;
 pub use slot::{IrqlSource, Slot, SlotReturn};
 pub use slots::{

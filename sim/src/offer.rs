@@ -2,7 +2,7 @@
 
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use vmbus_kmcl::sys::{DEVICE_OBJECT, GUID, NTSTATUS};
@@ -55,6 +55,10 @@ pub struct OfferCounters {
     pub host_to_guest: RingCounters,
     /// Times a guest channel opened on this offer.
     pub opens: u64,
+    /// Guest→host interrupts the ring's signalling rule did not call for (see
+    /// [`HostProfile`](crate::HostProfile)); 0 unless KMCL over-signals
+    /// ([`Faults::spurious_guest_signals`](crate::Faults::spurious_guest_signals)).
+    pub unneeded_guest_signals: u64,
 }
 
 fn add(a: &mut RingCounters, b: RingCounters) {
@@ -82,6 +86,8 @@ pub(crate) struct OfferShared {
     device_object: DeviceObject,
     state: Mutex<OfferState>,
     pub(crate) stalled: AtomicBool,
+    /// Guest→host interrupts the signalling rule did not call for.
+    pub(crate) unneeded_signals: AtomicU64,
 }
 
 impl OfferShared {
@@ -105,6 +111,7 @@ impl OfferShared {
                 rescinded: false,
             }),
             stalled: AtomicBool::new(false),
+            unneeded_signals: AtomicU64::new(0),
         });
         registry::insert(
             shared.device_object_address(),
@@ -130,6 +137,10 @@ impl OfferShared {
 
     pub(crate) fn mark_rescinded(&self) {
         lock(&self.state).rescinded = true;
+    }
+
+    pub(crate) fn is_rescinded(&self) -> bool {
+        lock(&self.state).rescinded
     }
 
     /// Takes the device for a channel that is opening.
@@ -183,7 +194,12 @@ impl OfferShared {
             add(&mut c.guest_to_host, g2h.counters());
             add(&mut c.host_to_guest, h2g.counters());
         }
+        c.unneeded_guest_signals = self.unneeded_signals.load(Ordering::Relaxed);
         c
+    }
+
+    fn rings(&self) -> Option<(Arc<Ring>, Arc<Ring>)> {
+        lock(&self.state).rings.clone()
     }
 }
 
@@ -239,6 +255,29 @@ impl Offer {
         self.shared.subchannel_index
     }
 
+    /// True once the offer was rescinded ([`Offer::rescind`] or bus shutdown). A rescinded offer
+    /// is never opened again; offering the same interface type and instance again
+    /// ([`Vmbus::offer`](crate::Vmbus::offer)) makes a new offer, which
+    /// `VmbClientChannelInitSetTargetPnp` targets from then on.
+    #[must_use]
+    pub fn is_rescinded(&self) -> bool {
+        self.shared.is_rescinded()
+    }
+
+    /// The guest→host ring of the channel open on the offer (inspection: control words such
+    /// as `pending_send_sz` and the interrupt mask, counters), `None` when no channel is open.
+    #[must_use]
+    pub fn guest_to_host_ring(&self) -> Option<Arc<Ring>> {
+        self.shared.rings().map(|(g2h, _)| g2h)
+    }
+
+    /// The host→guest ring of the channel open on the offer, as
+    /// [`Offer::guest_to_host_ring`].
+    #[must_use]
+    pub fn host_to_guest_ring(&self) -> Option<Arc<Ring>> {
+        self.shared.rings().map(|(_, h2g)| h2g)
+    }
+
     /// True while a guest channel is open on the offer.
     #[must_use]
     pub fn is_open(&self) -> bool {
@@ -255,6 +294,11 @@ impl Offer {
     /// outstanding sends with `STATUS_DEVICE_REMOVED`, and later sends fail. Waits (bounded by
     /// the drain timeout ×4) until the guest's Closed callback returned. Later enables fail with
     /// `STATUS_DEVICE_REMOVED`.
+    ///
+    /// A rescind while the guest is inside `VmbChannelEnable` returns at once: before the host
+    /// sent its open result, the open fails with `STATUS_DEVICE_REMOVED` (the device, which had
+    /// accepted the open, sees `on_close`); after it, the enable succeeds and the channel is then
+    /// closed by the host as above, on the callback thread.
     pub fn rescind(&self) {
         self.shared.mark_rescinded();
         let Some(ch) = self.shared.channel() else {

@@ -271,10 +271,43 @@ impl Channel {
             payload: &payload,
         };
         let outcome = w.write(&packet)?;
-        if outcome.signal_needed {
-            self.host_event.signal();
-        }
+        self.interrupt_host(inner.offer.as_deref(), outcome.signal_needed, true);
         Ok(())
+    }
+
+    /// A guest→host interrupt decision: `needed` is what the ring's signalling rule said
+    /// (spec §1.8); `write` tells a write commit (which the spurious-signal fault may force)
+    /// from a read commit's "space freed" signal. Unneeded interrupts are counted on `offer`
+    /// and, under [`HostProfile::HyperV`](crate::HostProfile::HyperV), reported.
+    pub(crate) fn interrupt_host(
+        &self,
+        offer: Option<&crate::offer::OfferShared>,
+        needed: bool,
+        write: bool,
+    ) {
+        if !needed {
+            if !write
+                || !self
+                    .bus
+                    .spurious_signals
+                    .load(core::sync::atomic::Ordering::Relaxed)
+            {
+                return;
+            }
+            if let Some(o) = offer {
+                o.unneeded_signals
+                    .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            }
+            if self.bus.config.host_profile.reports_unneeded_signals() {
+                self.violation(
+                    "guest-to-host interrupt",
+                    ViolationKind::UnexpectedInterrupt,
+                    "interrupt after a write that found the ring non-empty or the host's \
+                     interrupts masked",
+                );
+            }
+        }
+        self.host_event.signal();
     }
 
     fn after_write(&self, inner: &mut Inner, f: Frame) {
@@ -396,6 +429,11 @@ impl Channel {
         match inner.state {
             State::Running => Ok(()),
             State::HostClosed => Err(STATUS_DEVICE_REMOVED),
+            // The host is closing the channel (a rescind in progress): the driver cannot know
+            // yet, so the send fails as it will once the close is done, without a violation.
+            State::Closing if inner.offer.as_ref().is_some_and(|o| o.is_rescinded()) => {
+                Err(STATUS_DEVICE_REMOVED)
+            }
             other => {
                 self.violation(
                     slot,

@@ -44,6 +44,11 @@ pub enum ViolationKind {
     /// e.g. `VmbChannelDisable` from a DISPATCH_LEVEL packet callback). The call was refused;
     /// [`Violation::irql`] holds both levels.
     IrqlTooHigh,
+    /// A guest→host interrupt that the ring's signalling rule did not call for: the guest's
+    /// write found the ring already non-empty, or the host had masked interrupts (spec §1.8).
+    /// Reported only under [`HostProfile::HyperV`](crate::HostProfile::HyperV), whose hosts
+    /// treat such interrupts as abuse; the handle is the channel's.
+    UnexpectedInterrupt,
 }
 
 /// The two levels of an [`IrqlTooHigh`](ViolationKind::IrqlTooHigh) violation.

@@ -19,7 +19,9 @@ use vmbus_echo::protocol::{self, ProtocolError, RejectReason};
 use vmbus_echo::stats::LatencySummary;
 use vmbus_kmcl::sys::GUID;
 use vmbus_kmcl::{KmclInterface, NtStatus, ParentDevice, PassiveLevel};
-use vmbus_kmcl_sim::{InterfaceVersion, Offer, OfferCounters, VerifierReport, Vmbus, VmbusConfig};
+use vmbus_kmcl_sim::{
+    HostProfile, InterfaceVersion, Offer, OfferCounters, VerifierReport, Vmbus, VmbusConfig,
+};
 
 use crate::platform::{AckWorker, StdPlatform};
 use crate::vsp::{EchoHost, HostConfig, HostControl, HostStats};
@@ -48,7 +50,13 @@ impl Rig {
     /// offered as [`protocol::INTERFACE_TYPE`] / [`INSTANCE`].
     #[must_use]
     pub fn new(version: InterfaceVersion, host: HostConfig) -> Self {
-        let bus = Vmbus::new(VmbusConfig::new(version));
+        Self::with_profile(version, host, HostProfile::Default)
+    }
+
+    /// As [`Rig::new`], with the emulated host imitating `profile`.
+    #[must_use]
+    pub fn with_profile(version: InterfaceVersion, host: HostConfig, profile: HostProfile) -> Self {
+        let bus = Vmbus::new(VmbusConfig::new(version).with_host_profile(profile));
         let (device, control) = EchoHost::new(host);
         let offer = bus.offer(protocol::INTERFACE_TYPE, INSTANCE, Box::new(device));
         Self {
@@ -193,6 +201,8 @@ pub struct Options {
     pub host_max_version: u16,
     /// How long the driver waits for the host.
     pub timeout: Duration,
+    /// The host implementation the emulator imitates.
+    pub host_profile: HostProfile,
 }
 
 impl Default for Options {
@@ -212,6 +222,7 @@ impl Default for Options {
             hostile_every: 0,
             host_max_version: protocol::MAX_VERSION,
             timeout: Duration::from_secs(5),
+            host_profile: HostProfile::Default,
         }
     }
 }
@@ -326,7 +337,7 @@ pub fn run(options: &Options) -> Report {
         bus,
         offer,
         host: control,
-    } = Rig::new(options.interface_version, host);
+    } = Rig::with_profile(options.interface_version, host, options.host_profile);
     let rig_parent = offer.parent_device();
     let interface = bus.kmcl_interface();
     match interface {
@@ -674,6 +685,9 @@ impl fmt::Display for Report {
                 k => format!("HOSTILE (every {} ping)", ordinal(u64::from(k))),
             }
         )?;
+        if o.host_profile != HostProfile::Default {
+            writeln!(f, "  host profile {}", o.host_profile)?;
+        }
         if o.paths.ping {
             let burst = self.burst.unwrap_or_default();
             let elapsed = Duration::from_nanos(burst.elapsed_ns);

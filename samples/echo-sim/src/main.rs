@@ -31,7 +31,7 @@ use clap::builder::{PossibleValuesParser, RangedU64ValueParser, TypedValueParser
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use vmbus_echo::{client, protocol};
 use vmbus_echo_sim::{Options, Paths, run};
-use vmbus_kmcl_sim::InterfaceVersion;
+use vmbus_kmcl_sim::{HostProfile, InterfaceVersion};
 
 /// Exit status when standard output was closed before the whole report was written.
 const EXIT_BROKEN_PIPE: u8 = 141;
@@ -257,6 +257,23 @@ fn command() -> Command {
             .default_value("2"),
         )
         .arg(
+            Arg::new("host-profile")
+                .value_name("PROFILE")
+                .long("host-profile")
+                .help(
+                    "The host implementation the emulator imitates (case-insensitive): hyperv \
+                     reports unneeded guest-to-host interrupts and lets the device talk before \
+                     the open result, openvmm asks for space in large chunks when its writer \
+                     blocks",
+                )
+                .ignore_case(true)
+                .value_parser(
+                    PossibleValuesParser::new(HostProfile::ALL.map(HostProfile::name))
+                        .map(|v| HostProfile::from_name(&v).unwrap_or_default()),
+                )
+                .default_value("default"),
+        )
+        .arg(
             numeric::<u64>(
                 "timeout-ms",
                 "MS",
@@ -305,6 +322,7 @@ fn options(matches: &ArgMatches) -> Options {
         },
         host_max_version: value(matches, "host-protocol", d.host_max_version),
         timeout: Duration::from_millis(value(matches, "timeout-ms", 5000_u64)),
+        host_profile: value(matches, "host-profile", d.host_profile),
     }
 }
 
@@ -408,6 +426,20 @@ mod tests {
                 "-i {bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn host_profiles_ignore_case() {
+        for profile in HostProfile::ALL {
+            let upper = profile.name().to_ascii_uppercase();
+            for spelling in [profile.name(), upper.as_str()] {
+                let o = parse(&["--host-profile", spelling]).unwrap();
+                assert_eq!(o.host_profile, profile, "--host-profile {spelling}");
+            }
+        }
+        assert_eq!(parse(&[]).unwrap().host_profile, HostProfile::Default);
+        let error = parse(&["--host-profile", "qemu"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::InvalidValue);
     }
 
     #[test]

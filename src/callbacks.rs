@@ -76,7 +76,14 @@ macro_rules! legacy_state {
         }
     )*};
 }
-legacy_state!(closed => closed, started => started, post_started => post_started);
+legacy_state!(closed => closed, post_started => post_started);
+
+unsafe extern "system" fn started<H: ChannelHandler>(channel: sys::VMBCHANNEL) {
+    // SAFETY: a handle KMCL passes to this channel's callback.
+    if let Some(this) = unsafe { channel_of::<H>(channel) } {
+        started_now(this);
+    }
+}
 
 unsafe extern "system" fn suspend<H: ChannelHandler>(channel: sys::VMBCHANNEL) {
     // SAFETY: a handle KMCL passes to this channel's callback.
@@ -126,9 +133,22 @@ macro_rules! ex_state {
 }
 ex_state!(
     closed_ex => closed,
-    started_ex => started,
     post_started_ex => post_started,
 );
+
+unsafe extern "system" fn started_ex<H: ChannelHandler>(_: sys::VMBCHANNEL, context: *mut c_void) {
+    // SAFETY: the context registered by `Channel::enable`.
+    if let Some(this) = unsafe { channel_at::<H>(context) } {
+        started_now(this);
+    }
+}
+
+/// `EvtVmbChannelStarted[Ex]`: the channel runs, so sends may reach KMCL from now on (the
+/// handler's `started` may already send); pause and disable close them again first.
+fn started_now<H: ChannelHandler>(channel: &ChannelCore<H>) {
+    channel.open_sends();
+    channel.handler().started(channel, &passive());
+}
 
 unsafe extern "system" fn suspend_ex<H: ChannelHandler>(_: sys::VMBCHANNEL, context: *mut c_void) {
     // SAFETY: the context registered by `Channel::enable`.

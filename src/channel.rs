@@ -58,8 +58,9 @@ pub struct ChannelCore<H: ChannelHandler> {
     refs: AtomicUsize,
     /// Holders: every call through the KMCL handle. Run down by teardown.
     rundown: Rundown,
-    /// Holders: sends and GPADL creation. Open while enabling or enabled; run down by disable
-    /// before `VmbChannelDisable`, so no send reaches KMCL on a closing channel.
+    /// Holders: sends and GPADL creation. Open from KMCL's `started` callback until a pause or
+    /// a disable, which run it down before calling KMCL, so no send reaches KMCL on a channel
+    /// that is not running.
     sends: Rundown,
     lifecycle: AtomicU8,
     at_passive: AtomicBool,
@@ -267,8 +268,8 @@ impl<H: ChannelHandler> Channel<H> {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
         core.lifecycle.store(ENABLING, Ordering::SeqCst);
-        // Sends may start as soon as the channel opens (from `opened` / `started`).
-        core.sends.reopen();
+        // Sends open when KMCL reports the channel started (the `started` callback, inside
+        // `VmbChannelEnable`); a failed enable closes them again.
         let result = core.register_and_enable();
         if result.is_err() {
             core.sends.run_down();
@@ -312,7 +313,8 @@ impl<H: ChannelHandler> Channel<H> {
     }
 
     /// `VmbChannelPause`: stops packet delivery ([`ChannelHandler::suspend`] runs) and waits for
-    /// the packets in flight.
+    /// the packets in flight. Sends are refused (`STATUS_INVALID_DEVICE_STATE`) from the start
+    /// of the pause until [`start`](Self::start): KMCL does not take sends on a paused channel.
     ///
     /// # Errors
     /// `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled.
@@ -322,6 +324,7 @@ impl<H: ChannelHandler> Channel<H> {
         let _ = irql;
         let core = self.core();
         core.require_enabled()?;
+        core.sends.run_down();
         let f = slot(core.interface.raw().VmbChannelPause)?;
         // SAFETY: an enabled channel.
         unsafe { f(core.handle) };
@@ -329,7 +332,7 @@ impl<H: ChannelHandler> Channel<H> {
     }
 
     /// `VmbChannelStart`: resumes packet delivery after [`pause`](Self::pause)
-    /// ([`ChannelHandler::started`] runs).
+    /// ([`ChannelHandler::started`] runs, and sends are accepted again from then on).
     ///
     /// # Errors
     /// `STATUS_INVALID_DEVICE_STATE` when the channel is not enabled.
@@ -602,6 +605,11 @@ impl<H: ChannelHandler> ChannelCore<H> {
     #[inline(always)]
     pub(crate) fn enter_any(&self) -> Result<RundownGuard<'_>> {
         self.rundown.acquire().ok_or(NtStatus::INVALID_DEVICE_STATE)
+    }
+
+    /// Admits sends again: KMCL reported the channel started.
+    pub(crate) fn open_sends(&self) {
+        self.sends.reopen();
     }
 
     /// True while packets may be pended: enabling or enabled (SeqCst: pairs with

@@ -507,3 +507,31 @@ fn pause_and_rescind_cancel_pended_packets() {
         rig.finish();
     }
 }
+
+/// Found by the whole-stack fuzzer: a send on a paused channel reached KMCL, which takes no
+/// sends while paused (the emulator flags it). Sends are refused from the start of a pause until
+/// KMCL reports the channel started again, and teardown from the paused state is clean.
+#[test]
+fn sends_are_refused_while_paused() {
+    for version in [SimVersion::V1, SimVersion::V5] {
+        let rig = rig(version);
+        {
+            let mut channel = rig.open(&config(), Recorder::new(Incoming::Drop));
+            channel.pause(&passive()).unwrap();
+            assert_eq!(
+                channel.send(b"paused", SendFlags::WAIT_FOR_COMPLETION, 1),
+                Err(NtStatus::INVALID_DEVICE_STATE),
+                "{version:?}"
+            );
+            channel.start(&passive()).unwrap();
+            channel
+                .send(b"running", SendFlags::WAIT_FOR_COMPLETION, 2)
+                .unwrap();
+            let h = channel.handler();
+            assert!(wait_until(|| h.completed.load(Ordering::SeqCst) == 1));
+            channel.pause(&passive()).unwrap();
+            channel.close(&passive());
+        }
+        rig.finish();
+    }
+}

@@ -106,6 +106,7 @@ impl RingMemory {
     }
 
     /// The control page.
+    #[inline]
     pub(crate) fn control(&self) -> &ControlPage {
         // SAFETY: `base` points to a live allocation of at least 4096 bytes, aligned to 4096, that
         // was zero-initialised, or to caller memory with the same properties (initialised, see
@@ -116,8 +117,21 @@ impl RingMemory {
     }
 
     /// Data area size in bytes.
+    #[inline]
     pub(crate) const fn data_size(&self) -> u32 {
         self.data_size
+    }
+
+    /// Start of the `len` data bytes at `offset` when they lie in one piece (`offset + len <=
+    /// size`, no wrap), else `None`. Computing the pointer is safe; accessing through it is the
+    /// caller's `unsafe`, under the rules of [`RingMemory::write_at`] and [`RingMemory::read_at`].
+    #[inline]
+    pub(crate) fn contiguous(&self, offset: u32, len: usize) -> Option<*mut u8> {
+        let end = (offset as usize).checked_add(len)?;
+        if end > self.data_size as usize {
+            return None;
+        }
+        Some(self.data.as_ptr().wrapping_add(offset as usize))
     }
 
     /// Copies `src` into the data area starting at `offset`, wrapping at the end; returns the
@@ -130,6 +144,7 @@ impl RingMemory {
     /// No other thread may read or write the `src.len()` data bytes starting at `offset`
     /// (wrapping) during the call. The ring protocol guarantees this for bytes in the writer's
     /// free region.
+    #[inline]
     pub(crate) unsafe fn write_at(&self, offset: u32, src: &[u8]) -> u32 {
         let size = self.data_size as usize;
         let off = offset as usize;
@@ -163,6 +178,7 @@ impl RingMemory {
     /// # Safety
     /// No other thread may write the `dst.len()` data bytes starting at `offset` (wrapping) during
     /// the call. The ring protocol guarantees this for bytes between the read and write indices.
+    #[inline]
     pub(crate) unsafe fn read_at(&self, offset: u32, dst: &mut [u8]) -> u32 {
         let size = self.data_size as usize;
         let off = offset as usize;

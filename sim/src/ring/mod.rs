@@ -30,9 +30,10 @@
 //!
 //! # Signalling (spec §1.8)
 //!
-//! * [`WriteBatch::commit`] publishes the write index, issues a full fence, and asks for a signal
-//!   only when the reader's interrupt mask is clear and the ring was empty before the batch.
-//! * [`ReadBatch::commit`] publishes the read index, issues a full fence, and asks for a signal only
+//! * [`WriteBatch::commit`] publishes the write index with a sequentially consistent store (a full
+//!   barrier before the loads that follow, as a fence would be), and asks for a signal only when
+//!   the reader's interrupt mask is clear and the ring was empty before the batch.
+//! * [`ReadBatch::commit`] publishes the read index the same way, and asks for a signal only
 //!   when the writer's `pending_send_sz` is crossed (OpenVMM form, the interrupt mask is not
 //!   consulted).
 //! * [`RingReader::unmask_interrupts`] clears the mask, fences, and re-checks for data.

@@ -1,5 +1,6 @@
 //! The reading endpoint of a ring.
 
+use core::ptr;
 use core::sync::atomic::{Ordering, fence};
 use std::sync::Arc;
 
@@ -229,6 +230,7 @@ impl RingReader {
 
     /// Loads the writer's index with acquire ordering (so the packet bytes before it are
     /// visible) and validates it.
+    #[inline]
     fn peer_write_index(&mut self) -> Result<u32, RingError> {
         if let Some(e) = self.poisoned {
             return Err(e);
@@ -282,6 +284,7 @@ impl RingReader {
 
     /// Starts a batch: packets read from it are consumed together by [`ReadBatch::commit`].
     /// Dropping the batch without committing leaves them in the ring (they will be read again).
+    #[inline]
     pub const fn batch(&mut self) -> ReadBatch<'_> {
         let start = self.read_index;
         ReadBatch {
@@ -296,6 +299,7 @@ impl RingReader {
     ///
     /// # Errors
     /// See [`ReadBatch::read`] and [`ReadBatch::commit`].
+    #[inline]
     pub fn read<'b>(&mut self, buf: &'b mut [u8]) -> Result<Option<ReadOutcome<'b>>, RingError> {
         let mut batch = self.batch();
         let Some(packet) = batch.read(buf)? else {
@@ -337,6 +341,7 @@ impl ReadBatch<'_> {
     }
 
     /// Copies `dst.len()` bytes from the ring at `pos` and returns the position after them.
+    #[inline]
     fn get(&self, pos: u32, dst: &mut [u8]) -> u32 {
         // SAFETY: callers only pass spans that lie between the reader's position and the write
         // index loaded with acquire ordering: the writer published those bytes and does not
@@ -360,6 +365,7 @@ impl ReadBatch<'_> {
     ///   consumed and the call can be repeated with a larger buffer.
     /// * Every other error is peer corruption: the reader is poisoned and never advances past
     ///   this packet (packets read earlier in the batch can still be committed).
+    #[inline]
     pub fn read<'b>(&mut self, buf: &'b mut [u8]) -> Result<Option<IncomingPacket<'b>>, RingError> {
         let write = self.reader.peer_write_index()?;
         let size = self.reader.ring.data_size();
@@ -373,8 +379,21 @@ impl ReadBatch<'_> {
                 .reader
                 .poison(RingError::TruncatedDescriptor { available }));
         }
-        let mut raw = [0u8; DESCRIPTOR_LEN];
-        let body_pos = self.get(start, &mut raw);
+        let memory = self.reader.ring.memory();
+        let raw: [u8; DESCRIPTOR_LEN] = if let Some(src) = memory.contiguous(start, DESCRIPTOR_LEN)
+        {
+            // SAFETY: the 16 bytes at `start` are in the data area (checked by `contiguous`) and
+            // between the reader's position and the write index loaded with acquire ordering
+            // (`available >= 16`): published by the writer, which does not touch them again
+            // until the read index moves past them; this reader (mutably borrowed by the batch,
+            // so no `RawAccess` exists) is the ring's only reader. A fixed-size copy.
+            unsafe { ptr::read_unaligned(src.cast::<[u8; DESCRIPTOR_LEN]>()) }
+        } else {
+            let mut raw = [0u8; DESCRIPTOR_LEN];
+            self.get(start, &mut raw);
+            raw
+        };
+        let body_pos = index::advance(start, DESCRIPTOR_LEN as u32, size);
         let descriptor: WireDescriptor = zerocopy::transmute!(raw);
         let (packet_type, offset8, len8) = match validate_descriptor(&descriptor, available) {
             Ok(v) => v,
@@ -391,7 +410,18 @@ impl ReadBatch<'_> {
         };
         if let Some((head, rest)) = packet.split_at_mut_checked(DESCRIPTOR_LEN) {
             head.copy_from_slice(&raw);
-            self.get(body_pos, rest);
+            if let Some(src) = memory.contiguous(body_pos, rest.len()) {
+                // SAFETY: the rest of the packet (`len8 * 8 - 16` bytes after the descriptor) is
+                // in the data area (checked by `contiguous`) and, by `validate_descriptor`
+                // (`len8 * 8 + 8 <= available`), between the reader's position and the write index
+                // loaded with acquire ordering, so no one writes it (as for the descriptor);
+                // `rest` is caller memory, which cannot overlap the ring.
+                unsafe {
+                    ptr::copy_nonoverlapping(src.cast_const(), rest.as_mut_ptr(), rest.len())
+                };
+            } else {
+                self.get(body_pos, rest);
+            }
         }
         let packet: &'b [u8] = packet;
         let (front, payload) = packet
@@ -435,6 +465,7 @@ impl ReadBatch<'_> {
     /// # Errors
     /// [`RingError::InvalidWriteIndex`] (poisons the reader) if the writer's index is bad when
     /// the signal decision is made; the read index has been published by then.
+    #[inline]
     pub fn commit(self) -> Result<ReadCommit, RingError> {
         if self.packets == 0 {
             return Ok(ReadCommit::default());
@@ -442,17 +473,21 @@ impl ReadBatch<'_> {
         let reader = self.reader;
         let old = reader.read_index;
         let control = reader.ring.control();
-        control.read_index.store(self.next, Ordering::Release);
+        // A sequentially consistent store (release included: the copies out of the consumed
+        // bytes happen before the writer may reuse them) followed by a sequentially consistent
+        // load orders the index store before the pending_send_sz load, as a full fence between
+        // them would; it pairs with the writer's fence in `wait_for_space` (pending store, fence,
+        // read-index load): if this commit misses the pending size, the writer's load after its
+        // fence sees this index. On x86-64 the store is one `xchg` instead of a `mov` and an
+        // `mfence`.
+        control.read_index.store(self.next, Ordering::SeqCst);
         reader.read_index = self.next;
         {
             let counters = reader.ring.counters_raw();
             Counters::add(&counters.packets_read, u64::from(self.packets));
             Counters::add(&counters.bytes_read, u64::from(self.bytes));
         }
-        // Order the index store before the pending_send_sz load; pairs with the writer's fence in
-        // `wait_for_space` (pending store, fence, read-index load).
-        fence(Ordering::SeqCst);
-        let pending = control.pending_send_size.load(Ordering::Relaxed) & !7;
+        let pending = control.pending_send_size.load(Ordering::SeqCst) & !7;
         let mut outcome = ReadCommit {
             signal_needed: false,
             packets: self.packets,
@@ -475,6 +510,7 @@ impl ReadBatch<'_> {
 
 /// Checks the descriptor fields that do not depend on the type; returns
 /// `(type, offset8, len8)`.
+#[inline]
 fn validate_descriptor(
     d: &WireDescriptor,
     available: u32,

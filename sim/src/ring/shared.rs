@@ -35,6 +35,7 @@ pub(crate) struct Counters {
 impl Counters {
     /// Adds `n` to a counter. Each counter has a single updating endpoint, so a load and a store
     /// suffice (no read-modify-write on the hot path).
+    #[inline]
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.store(
             counter.load(Ordering::Relaxed).wrapping_add(n),
@@ -158,6 +159,7 @@ impl Ring {
 
     /// Size of the data area, in bytes (a non-zero multiple of 4096).
     #[must_use]
+    #[inline]
     pub const fn data_size(&self) -> u32 {
         self.memory.data_size()
     }
@@ -171,6 +173,7 @@ impl Ring {
     /// Largest packet the ring accepts, in bytes (`len8 * 8`, trailer excluded):
     /// `min(MAX_PACKET_LEN, data_size - 16)`, so that packet + trailer fit in `data_size - 8`.
     #[must_use]
+    #[inline]
     pub fn max_packet_len(&self) -> u32 {
         let by_ring = self.data_size().saturating_sub(DESCRIPTOR_LEN as u32);
         by_ring.min(MAX_PACKET_LEN as u32)
@@ -196,14 +199,17 @@ impl Ring {
         }
     }
 
+    #[inline]
     pub(crate) fn control(&self) -> &ControlPage {
         self.memory.control()
     }
 
+    #[inline]
     pub(crate) const fn memory(&self) -> &RingMemory {
         &self.memory
     }
 
+    #[inline]
     pub(crate) const fn counters_raw(&self) -> &Counters {
         &self.counters
     }

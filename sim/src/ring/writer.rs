@@ -1,5 +1,6 @@
 //! The writing endpoint of a ring.
 
+use core::ptr;
 use core::sync::atomic::{Ordering, fence};
 use std::sync::Arc;
 
@@ -200,6 +201,7 @@ impl RingWriter {
 
     /// Loads the reader's index with acquire ordering (so the reader's copies out of the bytes we
     /// are about to overwrite happen before our writes) and validates it.
+    #[inline]
     fn peer_read_index(&mut self) -> Result<u32, RingError> {
         if let Some(e) = self.poisoned {
             return Err(e);
@@ -225,6 +227,7 @@ impl RingWriter {
     /// Starts a batch: packets written to it are published together by
     /// [`WriteBatch::commit`], with at most one signal. Dropping the batch without committing
     /// discards its packets (they were never visible to the reader).
+    #[inline]
     pub const fn batch(&mut self) -> WriteBatch<'_> {
         let start = self.write_index;
         WriteBatch {
@@ -240,6 +243,7 @@ impl RingWriter {
     ///
     /// # Errors
     /// See [`WriteBatch::write`]; on error nothing is published.
+    #[inline]
     pub fn write(&mut self, packet: &OutgoingPacket<'_>) -> Result<WriteOutcome, RingError> {
         let mut batch = self.batch();
         batch.write(packet)?;
@@ -342,6 +346,7 @@ impl WriteBatch<'_> {
     }
 
     /// Reserves `need` ring bytes at `self.next`: validates the reader's index and checks space.
+    #[inline]
     fn reserve(&mut self, need: u32) -> Result<(), RingError> {
         let read = self.writer.peer_read_index()?;
         let free = index::free(self.next, read, self.writer.ring.data_size());
@@ -375,6 +380,7 @@ impl WriteBatch<'_> {
     ///   its ranges.
     /// * [`RingError::NotEnoughSpace`]: not enough free space now; `needed` is what to wait for.
     /// * [`RingError::InvalidReadIndex`]: the reader's index is bad; the writer is poisoned.
+    #[inline]
     pub fn write(&mut self, packet: &OutgoingPacket<'_>) -> Result<u32, RingError> {
         if let Some(e) = self.writer.poisoned {
             return Err(e);
@@ -429,16 +435,52 @@ impl WriteBatch<'_> {
             }),
             transaction_id: U64::new(packet.transaction_id),
         };
-        let mut pos = self.put(start, descriptor.as_bytes());
-        pos = self.put(pos, packet.header);
-        for slice in packet.payload {
-            pos = self.put(pos, slice);
-        }
-        pos = self.put(pos, ZEROS.get(..len - unpadded).unwrap_or(&[]));
         let trailer = (u64::from(start) << 32).to_le_bytes();
-        pos = self.put(pos, &trailer);
-
-        self.next = pos;
+        let memory = self.writer.ring.memory();
+        let size = memory.data_size();
+        self.next = if let Some(dst) = memory.contiguous(start, need as usize) {
+            // The usual case: the packet does not wrap, so every part is copied straight to its
+            // place with no further bounds or wrap arithmetic. Every access below stays inside
+            // `dst..dst + need`, which is in the data area (checked by `contiguous`) and inside
+            // the span reserved above, i.e. the writer's free region: the reader reads only up to
+            // the published write index, which has not been moved past it, and this writer is the
+            // ring's only writer (mutably borrowed by this batch, so no `RawAccess` exists). The
+            // sources are caller memory, which cannot overlap the ring (no safe API hands out
+            // references into it).
+            let descriptor = descriptor.as_bytes();
+            // SAFETY: 16 bytes at the start of the span (see above).
+            unsafe { ptr::copy_nonoverlapping(descriptor.as_ptr(), dst, DESCRIPTOR_LEN) };
+            let mut at = DESCRIPTOR_LEN;
+            for part in core::iter::once(packet.header).chain(packet.payload.iter().copied()) {
+                if !part.is_empty() {
+                    // SAFETY: the parts are laid out back to back from byte 16 and end at
+                    // `unpadded <= len < need` (their total length was checked above).
+                    unsafe {
+                        ptr::copy_nonoverlapping(part.as_ptr(), dst.wrapping_add(at), part.len())
+                    };
+                    at += part.len();
+                }
+            }
+            if len != unpadded {
+                // Eight zero bytes at the end of the payload cover the padding (at most 7 bytes);
+                // any excess lands in the trailer's place, which is written next.
+                // SAFETY: `unpadded + 8 <= len + 8 = need`, inside the span.
+                unsafe {
+                    ptr::write_unaligned(dst.wrapping_add(unpadded).cast::<[u8; 8]>(), [0; 8])
+                };
+            }
+            // SAFETY: the trailer is the last 8 bytes of the span (`len + 8 = need`).
+            unsafe { ptr::write_unaligned(dst.wrapping_add(len).cast::<[u8; 8]>(), trailer) };
+            index::advance(start, need, size)
+        } else {
+            let mut pos = self.put(start, descriptor.as_bytes());
+            pos = self.put(pos, packet.header);
+            for slice in packet.payload {
+                pos = self.put(pos, slice);
+            }
+            pos = self.put(pos, ZEROS.get(..len - unpadded).unwrap_or(&[]));
+            self.put(pos, &trailer)
+        };
         self.packets += 1;
         self.bytes += need;
         Ok(need)
@@ -476,6 +518,7 @@ impl WriteBatch<'_> {
     ///
     /// Clears `pending_send_sz` if this writer had set it. An empty batch publishes nothing and
     /// never signals.
+    #[inline]
     pub fn commit(self) -> WriteOutcome {
         if self.packets == 0 {
             return WriteOutcome::default();
@@ -483,13 +526,16 @@ impl WriteBatch<'_> {
         let writer = self.writer;
         let ring = &*writer.ring;
         let control = ring.control();
-        control.write_index.store(self.next, Ordering::Release);
+        // A sequentially consistent store (release included: the packet bytes become visible
+        // with the index) followed by sequentially consistent loads orders the index store
+        // before the mask and read-index loads, as a full fence between them would; it pairs with
+        // the reader's fence in `unmask_interrupts` (mask store, fence, write-index load): if
+        // this commit misses the mask store, the reader's load after its fence sees this index.
+        // On x86-64 the store is one `xchg` instead of a `mov` and an `mfence`.
+        control.write_index.store(self.next, Ordering::SeqCst);
         writer.write_index = self.next;
-        // Order the index store before the mask/read-index loads; pairs with the reader's fence
-        // in `unmask_interrupts` (mask store, fence, write-index load).
-        fence(Ordering::SeqCst);
-        let signal_needed = control.interrupt_mask.load(Ordering::Relaxed) == 0
-            && control.read_index.load(Ordering::Relaxed) == self.start;
+        let signal_needed = control.interrupt_mask.load(Ordering::SeqCst) == 0
+            && control.read_index.load(Ordering::SeqCst) == self.start;
         if writer.pending_set {
             control.pending_send_size.store(0, Ordering::Relaxed);
             writer.pending_set = false;
@@ -504,6 +550,57 @@ impl WriteBatch<'_> {
             signal_needed,
             packets: self.packets,
             bytes: self.bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::RawAccess;
+    use super::*;
+
+    /// The packet image at `start` after writing `payload` into a one-page ring whose data area
+    /// was first filled with 0xEE, read back raw (so stale bytes in the padding would show).
+    fn image_at(start: u32, payload: &[u8]) -> Vec<u8> {
+        let (mut writer, mut reader) = Ring::create_at(1, start, start).unwrap();
+        RawAccess::new(&mut writer, &mut reader)
+            .unwrap()
+            .write_data(0, &[0xEE; 4096])
+            .unwrap();
+        let need = writer
+            .write(&OutgoingPacket::in_band(0x1122, true, &[payload]))
+            .unwrap()
+            .bytes;
+        let raw = RawAccess::new(&mut writer, &mut reader).unwrap();
+        let mut image = vec![0u8; need as usize];
+        raw.read_data(start, &mut image).unwrap();
+        image
+    }
+
+    #[test]
+    fn contiguous_and_wrapped_writes_agree() {
+        for len in 0..=24usize {
+            let payload: Vec<u8> = (1..=len).map(|b| b as u8).collect();
+            // Far from the end: the one-piece path.
+            let flat = image_at(0, &payload);
+            let padded = (16 + len).div_ceil(8) * 8;
+            assert_eq!(flat.len(), padded + 8);
+            assert!(
+                flat[16 + len..padded].iter().all(|&b| b == 0),
+                "padding, len {len}"
+            );
+            assert_eq!(&flat[16..16 + len], &payload[..]);
+            // Every start that makes the packet wrap: the piecewise path, same bytes apart from
+            // the trailer (which holds the start offset).
+            for start in (4096 - flat.len() as u32 + 8..4096).step_by(8) {
+                let wrapped = image_at(start, &payload);
+                assert_eq!(
+                    wrapped[..padded],
+                    flat[..padded],
+                    "len {len}, start {start}"
+                );
+                assert_eq!(wrapped[padded..], (u64::from(start) << 32).to_le_bytes());
+            }
         }
     }
 }

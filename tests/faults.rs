@@ -158,28 +158,37 @@ fn every_call_on_the_path_can_fail_cleanly_v1() {
     );
 }
 
+/// The status-returning slots of the V5 path after the one that creates the KMCL channel.
+const V5_PATH_AFTER_CREATE: [Slot; 14] = [
+    Slot::VmbClientChannelInitSetRingBufferPageCount,
+    Slot::VmbChannelInitSetMaximumPacketSize,
+    Slot::VmbChannelInitSetMaximumExternalData,
+    Slot::VmbChannelInitSetClientContextSize,
+    Slot::VmbChannelInitSetInlinePacketContextSize,
+    Slot::VmbChannelInitSetStateChangeCallbacks,
+    Slot::VmbChannelInitSetProcessPacketCallbacksEx,
+    Slot::VmbChannelEnable,
+    Slot::VmbPacketAllocate,
+    Slot::VmbPacketSend,
+    Slot::VmbChannelSendSynchronousRequest,
+    Slot::VmbChannelCreateGpadlFromBuffer,
+    Slot::VmbChannelSetInterruptLatency,
+    Slot::VmbPacketInitialize,
+];
+
+/// The V5 path: `create` (`VmbChannelAllocate` or `VmbChannelInitialize`), then the rest.
+fn with_v5_path(create: Slot) -> Vec<Slot> {
+    std::iter::once(create)
+        .chain(V5_PATH_AFTER_CREATE)
+        .collect()
+}
+
 #[test]
 fn every_call_on_the_path_can_fail_cleanly_v5() {
     let failed = sweep(
         SimVersion::V5,
         false,
-        &[
-            Slot::VmbChannelAllocate,
-            Slot::VmbClientChannelInitSetRingBufferPageCount,
-            Slot::VmbChannelInitSetMaximumPacketSize,
-            Slot::VmbChannelInitSetMaximumExternalData,
-            Slot::VmbChannelInitSetClientContextSize,
-            Slot::VmbChannelInitSetInlinePacketContextSize,
-            Slot::VmbChannelInitSetStateChangeCallbacks,
-            Slot::VmbChannelInitSetProcessPacketCallbacksEx,
-            Slot::VmbChannelEnable,
-            Slot::VmbPacketAllocate,
-            Slot::VmbPacketSend,
-            Slot::VmbChannelSendSynchronousRequest,
-            Slot::VmbChannelCreateGpadlFromBuffer,
-            Slot::VmbChannelSetInterruptLatency,
-            Slot::VmbPacketInitialize,
-        ],
+        &with_v5_path(Slot::VmbChannelAllocate),
     );
     assert!(
         !failed.contains(&Slot::VmbChannelInitialize),
@@ -192,23 +201,7 @@ fn every_call_on_the_path_can_fail_cleanly_v5_kmcl_storage_in_channel() {
     let failed = sweep(
         SimVersion::V5,
         true,
-        &[
-            Slot::VmbChannelInitialize,
-            Slot::VmbClientChannelInitSetRingBufferPageCount,
-            Slot::VmbChannelInitSetMaximumPacketSize,
-            Slot::VmbChannelInitSetMaximumExternalData,
-            Slot::VmbChannelInitSetClientContextSize,
-            Slot::VmbChannelInitSetInlinePacketContextSize,
-            Slot::VmbChannelInitSetStateChangeCallbacks,
-            Slot::VmbChannelInitSetProcessPacketCallbacksEx,
-            Slot::VmbChannelEnable,
-            Slot::VmbPacketAllocate,
-            Slot::VmbPacketSend,
-            Slot::VmbChannelSendSynchronousRequest,
-            Slot::VmbChannelCreateGpadlFromBuffer,
-            Slot::VmbChannelSetInterruptLatency,
-            Slot::VmbPacketInitialize,
-        ],
+        &with_v5_path(Slot::VmbChannelInitialize),
     );
     assert!(
         !failed.contains(&Slot::VmbChannelAllocate),

@@ -87,45 +87,37 @@ compile_error!("vmbus-kmcl-sim emulates the 64-bit KMCL ABI and needs a 64-bit h
 
 pub mod ring;
 
-mod bus;
-mod callbacks;
-mod channel;
-mod echo;
-mod event;
-mod gpadl;
-mod host;
-mod incoming;
-pub mod irql;
-mod memory;
-mod offer;
-mod outgoing;
-mod profile;
-mod registry;
-mod safe;
-pub mod scope;
-mod slot;
-mod slots;
-pub mod status;
-mod verifier;
+// The layers, bottom to top (`sim/README.md`, "Layers"; `tests/layering.rs` checks that a
+// module names only its own and lower layers).
+mod abi;
+mod api;
+mod base;
+mod model;
+mod threads;
 
-pub use bus::{Faults, InterfaceVersion, Vmbus, VmbusConfig};
-pub use echo::{EchoControl, EchoStats, EchoVsp};
-pub use gpadl::GpadlView;
-pub use host::{
-    HostChannel, HostCompletion, HostDevice, HostError, HostPacket, HostPacketKind, HostRange,
-    HostWaker, RawPacket,
-};
-pub use irql::install_irql_model;
-pub use memory::{
-    MDL_MAPPED_TO_SYSTEM_VA, MDL_PAGES_LOCKED, MDL_SOURCE_IS_NONPAGED_POOL, MdlError,
-    OWNED_MDL_FLAGS, OwnedMdl, PAGE_SIZE, pfn_of,
-};
-pub use offer::{Offer, OfferCounters};
-pub use profile::HostProfile;
-pub use registry::unattributed_violations;
-pub use slot::{IrqlSource, Slot, SlotReturn};
-pub use slots::{
+pub use base::{scope, status};
+pub use model::irql;
+
+pub use abi::slots::{
     MAX_CONTEXT_SIZE, MAX_PACKET_COUNT, MAX_PROCESSORS, MAX_RING_PAGES, PACKET_OBJECT_HEADER,
     SIZEOF_CHANNEL,
 };
-pub use verifier::{HostileCounters, IrqlMismatch, VerifierReport, Violation, ViolationKind};
+pub use api::echo::{EchoControl, EchoStats, EchoVsp};
+pub use api::offer::Offer;
+pub use api::vmbus::{Faults, Vmbus};
+pub use base::memory::{
+    MDL_MAPPED_TO_SYSTEM_VA, MDL_PAGES_LOCKED, MDL_SOURCE_IS_NONPAGED_POOL, MdlError,
+    OWNED_MDL_FLAGS, OwnedMdl, PAGE_SIZE, pfn_of,
+};
+pub use base::profile::HostProfile;
+pub use base::slot::{InterfaceVersion, IrqlSource, Slot, SlotReturn};
+pub use base::verifier::{HostileCounters, IrqlMismatch, VerifierReport, Violation, ViolationKind};
+pub use model::bus::VmbusConfig;
+pub use model::gpadl::GpadlView;
+pub use model::host::{
+    HostChannel, HostCompletion, HostDevice, HostError, HostPacket, HostPacketKind, HostRange,
+    HostWaker, RawPacket,
+};
+pub use model::irql::install_irql_model;
+pub use model::offer::OfferCounters;
+pub use model::registry::unattributed_violations;

@@ -76,8 +76,8 @@ impl StateCallbacks {
             Self::Legacy {
                 opened: Some(f), ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: the driver registered `f` for this channel through
                 // VmbChannelInitSetStateChangeCallbacks; the argument is the channel's handle.
                 unsafe { f(ch(channel)) }
@@ -87,8 +87,8 @@ impl StateCallbacks {
                 opened: Some(f),
                 ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: as above, with the context the driver registered.
                 unsafe { f(ch(channel), ctx(context)) }
             }
@@ -102,8 +102,8 @@ impl StateCallbacks {
             Self::Legacy {
                 closed: Some(f), ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel)) }
             }
@@ -112,8 +112,8 @@ impl StateCallbacks {
                 closed: Some(f),
                 ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel), ctx(context)) }
             }
@@ -127,8 +127,8 @@ impl StateCallbacks {
             Self::Legacy {
                 suspend: Some(f), ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel)) }
             }
@@ -137,8 +137,8 @@ impl StateCallbacks {
                 suspend: Some(f),
                 ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel), ctx(context)) }
             }
@@ -152,8 +152,8 @@ impl StateCallbacks {
             Self::Legacy {
                 started: Some(f), ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel)) }
             }
@@ -162,8 +162,8 @@ impl StateCallbacks {
                 started: Some(f),
                 ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel), ctx(context)) }
             }
@@ -178,8 +178,8 @@ impl StateCallbacks {
                 post_started: Some(f),
                 ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel)) }
             }
@@ -188,8 +188,8 @@ impl StateCallbacks {
                 post_started: Some(f),
                 ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::PASSIVE);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::PASSIVE);
                 // SAFETY: registered by the driver for this channel (see `opened`).
                 unsafe { f(ch(channel), ctx(context)) }
             }
@@ -232,8 +232,8 @@ impl ProcessCallbacks {
     ) {
         match *self {
             Self::Legacy { process, .. } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(irql);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(irql);
                 // SAFETY: registered by the driver for this channel; `packet` is a live
                 // completion context and `buffer` holds `len` readable bytes.
                 unsafe {
@@ -249,8 +249,8 @@ impl ProcessCallbacks {
             Self::Ex {
                 context, process, ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(irql);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(irql);
                 // SAFETY: as above, with the context the driver registered.
                 unsafe {
                     process(
@@ -273,8 +273,8 @@ impl ProcessCallbacks {
             Self::Legacy {
                 complete: Some(f), ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(irql);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(irql);
                 // SAFETY: registered by the driver for this channel.
                 unsafe { f(ch(channel), count) }
             }
@@ -283,8 +283,8 @@ impl ProcessCallbacks {
                 complete: Some(f),
                 ..
             } => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(irql);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(irql);
                 // SAFETY: registered by the driver for this channel.
                 unsafe { f(ch(channel), ctx(context), count) }
             }
@@ -319,16 +319,16 @@ impl CompletionRoutine {
         match *self {
             Self::Default => false,
             Self::Legacy(f) => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::DISPATCH);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::DISPATCH);
                 // SAFETY: registered by the driver for this packet; `buffer` holds `len` bytes
                 // (or is null) for the duration of the call.
                 unsafe { f(packet as VMBPACKET, status, buffer, len) };
                 true
             }
             Self::Ex(f, context) => {
-                let _driver = crate::scope::DriverScope::enter();
-                let _irql = crate::irql::CallbackIrql::enter(Irql::DISPATCH);
+                let _driver = crate::base::scope::DriverScope::enter();
+                let _irql = crate::model::irql::CallbackIrql::enter(Irql::DISPATCH);
                 // SAFETY: as above, with the context the driver registered.
                 unsafe { f(packet as VMBPACKET, ctx(context), status, buffer, len) };
                 true

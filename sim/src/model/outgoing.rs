@@ -9,23 +9,23 @@ use vmbus_kmcl::sys::{
     VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION, VMBUS_CHANNEL_FORMAT_FLAGS,
 };
 
-use crate::callbacks::CompletionRoutine;
-use crate::channel::{Channel, Inner, State};
-use crate::event::{lock, wait_until};
-use crate::memory::{self, ChainError, MdlSpan, PAGE_SIZE, pfn_of};
-use crate::registry;
-use crate::ring::{
-    GpaRangeSpec, OutgoingPacket, PacketType, RingError, encode_gpa_direct_header,
-    packet_ring_bytes,
-};
-use crate::status::{
+use crate::base::event::{lock, wait_until};
+use crate::base::memory::{self, ChainError, MdlSpan, PAGE_SIZE, pfn_of};
+use crate::base::status::{
     STATUS_BUFFER_OVERFLOW, STATUS_CANCELLED, STATUS_DEVICE_REMOVED, STATUS_INVALID_DEVICE_STATE,
     STATUS_INVALID_PARAMETER, STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2,
     STATUS_INVALID_PARAMETER_3, STATUS_INVALID_PARAMETER_4, STATUS_INVALID_PARAMETER_5,
     STATUS_INVALID_PARAMETER_6, STATUS_INVALID_PARAMETER_7, STATUS_INVALID_PARAMETER_8,
     STATUS_SUCCESS, nt_success,
 };
-use crate::verifier::{Counter, ViolationKind};
+use crate::base::verifier::{Counter, ViolationKind};
+use crate::model::callbacks::CompletionRoutine;
+use crate::model::channel::{Channel, Inner, State};
+use crate::model::registry;
+use crate::ring::{
+    GpaRangeSpec, OutgoingPacket, PacketType, RingError, encode_gpa_direct_header,
+    packet_ring_bytes,
+};
 
 /// A zeroed, 8-aligned allocation whose address is handed to the driver (inline packet context,
 /// client context, incoming payload).
@@ -281,7 +281,7 @@ impl Channel {
     /// and, under [`HostProfile::HyperV`](crate::HostProfile::HyperV), reported.
     pub(crate) fn interrupt_host(
         &self,
-        offer: Option<&crate::offer::OfferShared>,
+        offer: Option<&crate::model::offer::OfferShared>,
         needed: bool,
         write: bool,
     ) {

@@ -16,27 +16,27 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
 use vmbus_kmcl::sys::{GUID, NTSTATUS, PFN_VMB_CHANNEL_PNP_FAILURE};
 
-use crate::bus::Bus;
-use crate::callbacks::{ProcessCallbacks, StateCallbacks};
-use crate::event::{Event, lock, wait_until};
-use crate::gpadl::GpadlMapping;
-use crate::host::{HostCommand, HostSide};
-use crate::incoming::{InPacket, Received};
-use crate::offer::OfferShared;
-use crate::outgoing::{Frame, SyncWait, Tx, Work};
-use crate::registry;
-use crate::ring::{Ring, RingReader, RingWriter};
-use crate::status::{
+use crate::base::event::{Event, lock, wait_until};
+use crate::base::spawn::{self, Worker, WorkerId};
+use crate::base::status::{
     STATUS_CANCELLED, STATUS_DEVICE_NOT_CONNECTED, STATUS_DEVICE_REMOVED,
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS,
     STATUS_UNSUCCESSFUL, nt_success,
 };
-use crate::verifier::{VerifierReport, ViolationKind};
+use crate::base::verifier::{VerifierReport, ViolationKind};
+use crate::model::bus::Bus;
+use crate::model::callbacks::{ProcessCallbacks, StateCallbacks};
+use crate::model::gpadl::GpadlMapping;
+use crate::model::host::{HostCommand, HostDevice, HostSide};
+use crate::model::incoming::{InPacket, Received};
+use crate::model::offer::OfferShared;
+use crate::model::outgoing::{Frame, SyncWait, Tx, Work};
+use crate::model::registry;
+use crate::ring::{Ring, RingReader, RingWriter};
 
 /// How often idle emulator threads re-check their rings even without a signal.
 pub(crate) const POLL: Duration = Duration::from_millis(20);
@@ -123,8 +123,8 @@ pub(crate) struct Inner {
     pub(crate) packets: BTreeMap<usize, bool>,
     pub(crate) gpadls: BTreeMap<u32, Arc<GpadlMapping>>,
     pub(crate) deleted_gpadls: BTreeSet<u32>,
-    pub(crate) threads: Vec<JoinHandle<()>>,
-    pub(crate) callback_threads: Vec<ThreadId>,
+    pub(crate) threads: Vec<Worker>,
+    pub(crate) callback_threads: Vec<WorkerId>,
     /// Packet callbacks running right now.
     pub(crate) in_callback: u32,
     pub(crate) delivery_enabled: bool,
@@ -145,6 +145,18 @@ pub(crate) struct Inner {
     /// A guest `VmbChannelDisable` is closing the channel.
     pub(crate) guest_closing: bool,
     pub(crate) cleaned: bool,
+}
+
+/// What `VmbChannelEnable` carries from [`Channel::enable_begin`] to its later phases.
+pub(crate) struct Opening {
+    /// The driver's state callbacks as they were when the enable began.
+    pub(crate) cbs: StateCallbacks,
+    /// Whether the channel opens paused (`VmbChannelPause` before the enable).
+    pub(crate) pause_on_enable: bool,
+    /// The state before the enable, restored if it fails.
+    prev: State,
+    /// The offer the channel opens on.
+    pub(crate) offer: Arc<OfferShared>,
 }
 
 /// One emulated channel. Shared (`Arc`) by the registry, its packets and its threads.
@@ -260,7 +272,7 @@ impl Channel {
 
     /// True if the calling thread is one of this channel's callback threads.
     pub(crate) fn on_callback_thread(inner: &Inner) -> bool {
-        let me = thread::current().id();
+        let me = spawn::current();
         inner.callback_threads.contains(&me)
     }
 
@@ -297,8 +309,14 @@ impl Channel {
         }
     }
 
-    /// `VmbChannelEnable`.
-    pub(crate) fn enable(self: &Arc<Self>) -> NTSTATUS {
+    /// `VmbChannelEnable`, first phase: checks the state, resolves the offer, takes its device,
+    /// creates the rings and attaches the channel to the offer. The layer that opens a channel
+    /// (`threads::open::enable`) then starts the host thread, hands it over ([`Self::adopt`]) and
+    /// continues with [`Self::enable_opened`] and [`Self::enable_finish`]. `Err` carries the
+    /// status the enable returns (the state is already restored).
+    pub(crate) fn enable_begin(
+        self: &Arc<Self>,
+    ) -> Result<(Opening, Box<dyn HostDevice>), NTSTATUS> {
         const SLOT: &str = "VmbChannelEnable";
         let (cfg, cbs, pause_on_enable, prev) = {
             let mut inner = lock(&self.inner);
@@ -308,7 +326,7 @@ impl Channel {
                     ViolationKind::WrongState,
                     format!("enable in state {:?}", inner.state),
                 );
-                return STATUS_INVALID_DEVICE_STATE;
+                return Err(STATUS_INVALID_DEVICE_STATE);
             }
             let prev = inner.state;
             inner.state = State::Opening;
@@ -328,24 +346,24 @@ impl Channel {
             Ok(o) => o,
             Err(status) => {
                 if let Some(f) = cfg.pnp_failure {
-                    let _driver = crate::scope::DriverScope::enter();
-                    let _irql = crate::irql::CallbackIrql::enter(vmbus_kmcl::Irql::PASSIVE);
+                    let _driver = crate::base::scope::DriverScope::enter();
+                    let _irql = crate::model::irql::CallbackIrql::enter(vmbus_kmcl::Irql::PASSIVE);
                     // SAFETY: the driver registered `f` (VmbClientChannelInitSetTargetPnp) for
                     // this channel; the channel handle is live.
                     unsafe { f(self.handle as vmbus_kmcl::sys::VMBCHANNEL, status) };
                 }
-                return fail(status);
+                return Err(fail(status));
             }
         };
         let device = match offer.take_device() {
             Ok(d) => d,
-            Err(status) => return fail(status),
+            Err(status) => return Err(fail(status)),
         };
         let rings = make_ring(cfg.outgoing_pages)
             .and_then(|g| make_ring(cfg.incoming_pages).map(|h| (g, h)));
         let Ok(((g2h_w, g2h_r), (h2g_w, h2g_r))) = rings else {
             offer.return_device(device);
-            return fail(STATUS_INSUFFICIENT_RESOURCES);
+            return Err(fail(STATUS_INSUFFICIENT_RESOURCES));
         };
         let g2h_ring = Arc::clone(g2h_w.ring());
         let h2g_ring = Arc::clone(h2g_w.ring());
@@ -373,20 +391,41 @@ impl Channel {
         }
         *lock(&self.guest_reader) = Some(h2g_r);
         offer.attach(self, g2h_ring, h2g_ring);
+        Ok((
+            Opening {
+                cbs,
+                pause_on_enable,
+                prev,
+                offer,
+            },
+            device,
+        ))
+    }
 
-        let (opened_tx, opened_rx) = mpsc::channel();
-        let host_thread = {
-            let ch = Arc::clone(self);
-            let offer = Arc::clone(&offer);
-            thread::Builder::new()
-                .name(format!("vmbus-host-{:x}", self.handle))
-                .spawn(move || crate::host::host_main(&ch, device, &offer, &opened_tx))
-        };
-        let Ok(host_thread) = host_thread else {
-            self.reset_open_state();
-            return fail(STATUS_INSUFFICIENT_RESOURCES);
-        };
-        lock(&self.inner).threads.push(host_thread);
+    /// `VmbChannelEnable` failed after [`Self::enable_begin`]: restores the state the channel
+    /// had before and returns `status`.
+    pub(crate) fn enable_failed(&self, opening: &Opening, status: NTSTATUS) -> NTSTATUS {
+        let mut inner = lock(&self.inner);
+        inner.state = opening.prev;
+        status
+    }
+
+    /// Takes a started thread of this channel; it is joined when the channel closes.
+    pub(crate) fn adopt(&self, worker: Worker) {
+        lock(&self.inner).threads.push(worker);
+    }
+
+    /// `VmbChannelEnable`, second phase (the host thread runs): waits for the host's open
+    /// result, then runs the driver's Opened and Started callbacks. `Err` carries the status the
+    /// enable returns.
+    pub(crate) fn enable_opened(
+        self: &Arc<Self>,
+        opening: &Opening,
+        opened_rx: &mpsc::Receiver<NTSTATUS>,
+    ) -> Result<(), NTSTATUS> {
+        let cbs = opening.cbs;
+        let pause_on_enable = opening.pause_on_enable;
+        let fail = |status: NTSTATUS| self.enable_failed(opening, status);
         let open_status = opened_rx
             .recv_timeout(self.bus.config.drain_timeout.saturating_mul(4))
             .unwrap_or(STATUS_UNSUCCESSFUL);
@@ -394,14 +433,14 @@ impl Channel {
             self.stop_host();
             self.join_threads();
             self.reset_open_state();
-            return fail(open_status);
+            return Err(fail(open_status));
         }
         let status = cbs.opened(self.handle);
         if !nt_success(status) {
             self.stop_host();
             self.join_threads();
             self.reset_open_state();
-            return fail(status);
+            return Err(fail(status));
         }
         {
             let mut inner = lock(&self.inner);
@@ -421,10 +460,22 @@ impl Channel {
             if !matches!(inner.state, State::Running | State::Paused) {
                 // The driver disabled the channel from EvtChannelStarted: it is closed already.
                 inner.in_started = false;
-                return STATUS_INVALID_DEVICE_STATE;
+                return Err(STATUS_INVALID_DEVICE_STATE);
             }
         }
-        let spawned = self.spawn_callback_threads();
+        Ok(())
+    }
+
+    /// `VmbChannelEnable`, last phase: `spawned` says whether the callback threads started.
+    pub(crate) fn enable_finish(
+        self: &Arc<Self>,
+        opening: &Opening,
+        spawned: Result<(), NTSTATUS>,
+    ) -> NTSTATUS {
+        let cbs = opening.cbs;
+        let pause_on_enable = opening.pause_on_enable;
+        let offer = &opening.offer;
+        let fail = |status: NTSTATUS| self.enable_failed(opening, status);
         {
             let mut inner = lock(&self.inner);
             inner.in_started = false;
@@ -459,30 +510,6 @@ impl Channel {
         STATUS_SUCCESS
     }
 
-    fn spawn_callback_threads(self: &Arc<Self>) -> Result<(), NTSTATUS> {
-        let dpc = {
-            let ch = Arc::clone(self);
-            thread::Builder::new()
-                .name(format!("vmbus-dpc-{:x}", self.handle))
-                .spawn(move || crate::incoming::dpc_main(&ch))
-                .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?
-        };
-        let dpc_id = dpc.thread().id();
-        let passive = {
-            let ch = Arc::clone(self);
-            thread::Builder::new()
-                .name(format!("vmbus-passive-{:x}", self.handle))
-                .spawn(move || crate::incoming::passive_main(&ch))
-        };
-        let mut inner = lock(&self.inner);
-        inner.threads.push(dpc);
-        inner.callback_threads.push(dpc_id);
-        let passive = passive.map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
-        inner.callback_threads.push(passive.thread().id());
-        inner.threads.push(passive);
-        Ok(())
-    }
-
     /// Asks the host thread to run `on_close` and exit.
     pub(crate) fn stop_host(&self) {
         lock(&self.host).commands.push_back(HostCommand::Close);
@@ -492,13 +519,13 @@ impl Channel {
     /// Joins every thread of the channel (none may be the caller).
     pub(crate) fn join_threads(&self) {
         let threads = core::mem::take(&mut lock(&self.inner).threads);
-        let me = thread::current().id();
+        let me = spawn::current();
         for t in threads {
-            if t.thread().id() == me {
+            if t.id() == me {
                 // Never join ourselves; the thread ends when its loop returns.
                 continue;
             }
-            let _ = t.join();
+            t.join();
         }
     }
 
@@ -783,7 +810,7 @@ impl Channel {
             let mut inner = lock(&self.inner);
             Self::cancel_outgoing(&mut inner, STATUS_DEVICE_REMOVED);
         }
-        crate::incoming::run_work(self);
+        crate::model::incoming::run_work(self);
         self.stop_host();
         {
             let mut inner = lock(&self.inner);

@@ -1,27 +1,22 @@
 //! The emulated host endpoint (VSP side): the [`HostDevice`] trait, what a device can do with
-//! its channel, and the host thread.
+//! its channel, and the host side of a channel (its ring ends and queued frames). The host
+//! thread that runs a device is `threads::host`.
 
 use core::fmt;
 use std::collections::{BTreeMap, VecDeque};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::sync::{Arc, Weak};
 
 use vmbus_kmcl::sys::{GUID, NTSTATUS};
 
-use crate::channel::{Channel, POLL};
-use crate::event::lock;
-use crate::gpadl::GpadlView;
-use crate::memory::{self, HostBuffer, PAGE_SIZE, pfn_of};
-use crate::offer::OfferShared;
-use crate::registry;
+use crate::base::event::lock;
+use crate::base::memory::{self, HostBuffer, PAGE_SIZE, pfn_of};
+use crate::model::channel::Channel;
+use crate::model::gpadl::GpadlView;
+use crate::model::offer::OfferShared;
 use crate::ring::{
     GpaRangeSpec, OutgoingPacket, PacketType, RawAccess, RingError, encode_gpa_direct_header,
     gpa_direct_header_len, packet_ring_bytes,
 };
-use crate::status::{STATUS_DEVICE_REMOVED, STATUS_SUCCESS, STATUS_UNSUCCESSFUL};
-use crate::verifier::Counter;
 
 /// Why a host-side operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -332,7 +327,7 @@ fn write_frame(ch: &Channel, host: &mut HostSide, f: &HostFrame) -> Result<(), R
 }
 
 /// Writes queued host frames while there is room.
-fn flush(ch: &Channel, host: &mut HostSide) {
+pub(crate) fn flush(ch: &Channel, host: &mut HostSide) {
     while let Some(front) = host.queue.pop_front() {
         if host.writer_frozen {
             host.queue.clear();
@@ -599,8 +594,8 @@ pub(crate) fn poke_outgoing_read_index(ch: &Channel, value: u32) -> Result<(), H
 
 /// What a device can do with its open channel (passed to every [`HostDevice`] method).
 pub struct HostChannel {
-    channel: Arc<Channel>,
-    offer: Arc<OfferShared>,
+    pub(crate) channel: Arc<Channel>,
+    pub(crate) offer: Arc<OfferShared>,
 }
 
 impl fmt::Debug for HostChannel {
@@ -658,7 +653,7 @@ impl HostChannel {
     /// The host view of guest GPADL `handle`, if the guest created it on this channel.
     #[must_use]
     pub fn gpadl(&self, handle: u32) -> Option<GpadlView> {
-        crate::gpadl::view(&self.channel, handle)
+        crate::model::gpadl::view(&self.channel, handle)
     }
 
     /// A waker for this channel's host thread.
@@ -681,13 +676,16 @@ impl HostChannel {
 }
 
 /// A packet read by the host.
-enum HostIncoming {
+pub(crate) enum HostIncoming {
     Data(HostPacket),
     Completion { txid: u64, payload: Vec<u8> },
     Other,
 }
 
-fn read_guest_ring(ch: &Arc<Channel>, scratch: &mut Vec<u8>) -> (Vec<HostIncoming>, bool) {
+pub(crate) fn read_guest_ring(
+    ch: &Arc<Channel>,
+    scratch: &mut Vec<u8>,
+) -> (Vec<HostIncoming>, bool) {
     let mut out = Vec::new();
     let mut host = lock(&ch.host);
     if host.reader_frozen {
@@ -758,94 +756,4 @@ fn read_guest_ring(ch: &Arc<Channel>, scratch: &mut Vec<u8>) -> (Vec<HostIncomin
         ch.guest_event.signal();
     }
     (out, more)
-}
-
-fn guarded(ch: &Channel, f: impl FnOnce()) {
-    if catch_unwind(AssertUnwindSafe(f)).is_err() {
-        ch.bus.bump(Counter::HostPanic);
-    }
-}
-
-/// The host thread of an open channel.
-pub(crate) fn host_main(
-    ch: &Arc<Channel>,
-    mut device: Box<dyn HostDevice>,
-    offer: &Arc<OfferShared>,
-    opened: &mpsc::Sender<NTSTATUS>,
-) {
-    let _emulator = crate::scope::EmulatorScope::enter();
-    registry::set_current_bus(&ch.bus);
-    let mut hc = HostChannel {
-        channel: Arc::clone(ch),
-        offer: Arc::clone(offer),
-    };
-    let open = catch_unwind(AssertUnwindSafe(|| device.on_open(&mut hc)));
-    let mut status = match open {
-        Ok(Ok(())) => STATUS_SUCCESS,
-        Ok(Err(s)) => s,
-        Err(_) => {
-            ch.bus.bump(Counter::HostPanic);
-            STATUS_UNSUCCESSFUL
-        }
-    };
-    if status == STATUS_SUCCESS && ch.bus.config.host_profile.polls_before_open_result() {
-        // The device talks before the guest has its open result (HostProfile::HyperV).
-        guarded(ch, || device.on_poll(&mut hc));
-        flush(ch, &mut lock(&ch.host));
-    }
-    if status == STATUS_SUCCESS && offer.is_rescinded() {
-        // Rescinded while opening: the host sends no open result; the guest's open fails and
-        // the device, which had accepted the open, sees it closed.
-        guarded(ch, || device.on_close(&mut hc));
-        status = STATUS_DEVICE_REMOVED;
-    }
-    let _ = opened.send(status);
-    if status != STATUS_SUCCESS {
-        offer.return_device(device);
-        return;
-    }
-    let size = lock(&ch.host)
-        .reader
-        .as_ref()
-        .map_or(PAGE_SIZE, |r| r.ring().data_size() as usize);
-    let mut scratch = vec![0u8; size];
-    loop {
-        let seen = ch.host_event.current();
-        let close = lock(&ch.host).commands.pop_front();
-        if let Some(HostCommand::Close) = close {
-            guarded(ch, || device.on_close(&mut hc));
-            break;
-        }
-        let mut more = false;
-        if !offer.stalled.load(Ordering::SeqCst) {
-            let (packets, m) = read_guest_ring(ch, &mut scratch);
-            more = m;
-            for p in packets {
-                match p {
-                    HostIncoming::Data(pkt) => guarded(ch, || device.on_packet(&mut hc, &pkt)),
-                    HostIncoming::Completion { txid, payload } => {
-                        let tx = lock(&ch.host).tx.remove(&txid);
-                        if let Some(tx) = tx {
-                            let completion = HostCompletion {
-                                transaction_id: txid,
-                                payload,
-                                external: tx.external.as_ref().map(|b| b.contents()),
-                            };
-                            guarded(ch, || device.on_completion(&mut hc, &completion));
-                        }
-                    }
-                    HostIncoming::Other => {}
-                }
-            }
-        }
-        {
-            let mut host = lock(&ch.host);
-            flush(ch, &mut host);
-        }
-        guarded(ch, || device.on_poll(&mut hc));
-        if !more {
-            ch.host_event.wait_past(seen, POLL);
-        }
-    }
-    offer.return_device(device);
 }

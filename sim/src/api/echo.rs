@@ -4,8 +4,10 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use crate::event::lock;
-use crate::host::{HostChannel, HostCompletion, HostDevice, HostPacket, HostPacketKind, HostWaker};
+use crate::base::event::lock;
+use crate::model::host::{
+    HostChannel, HostCompletion, HostDevice, HostPacket, HostPacketKind, HostWaker,
+};
 
 /// What an [`EchoVsp`] saw and did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -19,13 +19,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::bus::Bus;
-use crate::channel::Channel;
-use crate::event::lock;
-use crate::incoming::InPacket;
-use crate::offer::OfferShared;
-use crate::outgoing::OutPacket;
-use crate::verifier::{Violation, ViolationKind};
+use crate::base::event::lock;
+use crate::base::verifier::{Violation, ViolationKind};
+use crate::model::bus::Bus;
+use crate::model::channel::Channel;
+use crate::model::incoming::InPacket;
+use crate::model::offer::OfferShared;
+use crate::model::outgoing::OutPacket;
 
 /// What a handle refers to.
 pub(crate) enum Object {

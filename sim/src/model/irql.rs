@@ -42,9 +42,9 @@ use core::marker::PhantomData;
 
 pub use vmbus_kmcl::Irql;
 
-use crate::registry;
-use crate::slot::Slot;
-use crate::verifier::{IrqlMismatch, Violation, ViolationKind};
+use crate::base::slot::Slot;
+use crate::base::verifier::{IrqlMismatch, Violation, ViolationKind};
+use crate::model::registry;
 
 thread_local! {
     /// The calling thread's IRQL (`KIRQL`).
@@ -188,7 +188,7 @@ impl Refused for () {
 
 impl Refused for i32 {
     fn refused() -> Self {
-        crate::status::STATUS_INVALID_DEVICE_STATE
+        crate::base::status::STATUS_INVALID_DEVICE_STATE
     }
 }
 

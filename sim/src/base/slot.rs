@@ -2,7 +2,61 @@
 
 use core::fmt;
 
-use crate::bus::InterfaceVersion;
+use vmbus_kmcl::sys::{
+    KMCL_CLIENT_INTERFACE_V1, KMCL_CLIENT_INTERFACE_V2, KMCL_CLIENT_INTERFACE_V3,
+    KMCL_CLIENT_INTERFACE_V4, KMCL_CLIENT_INTERFACE_V5,
+};
+
+/// A KMCL client interface version (`KMCL_CLIENT_INTERFACE_VERSION_Vn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InterfaceVersion {
+    /// V1: 41 slots, 360 bytes (Windows 10 1803).
+    V1 = 1,
+    /// V2: 44 slots, 384 bytes (1809).
+    V2 = 2,
+    /// V3: 46 slots, 400 bytes (1903).
+    V3 = 3,
+    /// V4: 48 slots, 416 bytes (1903).
+    V4 = 4,
+    /// V5: 57 slots, 488 bytes (2004).
+    V5 = 5,
+}
+
+impl InterfaceVersion {
+    /// Every version, oldest first.
+    pub const ALL: [Self; 5] = [Self::V1, Self::V2, Self::V3, Self::V4, Self::V5];
+
+    /// The `KMCL_CLIENT_INTERFACE_VERSION_Vn` number.
+    #[must_use]
+    pub const fn number(self) -> u16 {
+        self as u16
+    }
+
+    /// The version with this number, if any.
+    #[must_use]
+    pub const fn from_number(n: u16) -> Option<Self> {
+        match n {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            3 => Some(Self::V3),
+            4 => Some(Self::V4),
+            5 => Some(Self::V5),
+            _ => None,
+        }
+    }
+
+    /// `sizeof(KMCL_CLIENT_INTERFACE_Vn)` in bytes.
+    #[must_use]
+    pub const fn struct_size(self) -> usize {
+        match self {
+            Self::V1 => size_of::<KMCL_CLIENT_INTERFACE_V1>(),
+            Self::V2 => size_of::<KMCL_CLIENT_INTERFACE_V2>(),
+            Self::V3 => size_of::<KMCL_CLIENT_INTERFACE_V3>(),
+            Self::V4 => size_of::<KMCL_CLIENT_INTERFACE_V4>(),
+            Self::V5 => size_of::<KMCL_CLIENT_INTERFACE_V5>(),
+        }
+    }
+}
 
 /// What a slot returns, which decides how an injected fault shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

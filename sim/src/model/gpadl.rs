@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use vmbus_kmcl::sys::{NTSTATUS, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY};
 
-use crate::channel::{Channel, State};
-use crate::event::lock;
-use crate::host::HostError;
-use crate::memory::{self, MdlSpan, PAGE_SIZE, RegionGuard};
-use crate::status::{STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS};
-use crate::verifier::ViolationKind;
+use crate::base::event::lock;
+use crate::base::memory::{self, MdlSpan, PAGE_SIZE, RegionGuard};
+use crate::base::status::{STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS};
+use crate::base::verifier::ViolationKind;
+use crate::model::channel::{Channel, State};
+use crate::model::host::HostError;
 
 static NEXT_GPADL: AtomicU32 = AtomicU32::new(1);
 

@@ -1,270 +1,25 @@
-//! The emulated VMBus and its `vmbkmcl.sys`: configuration, the interface query, offers,
-//! verifier and fault injection.
+//! The public bus: [`Vmbus`] (configuration, the interface query, offers, the verifier's
+//! report, shutdown) and its fault injection ([`Faults`]).
 
 use core::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use vmbus_kmcl::sys::{
-    GUID, Guid, INTERFACE, KMCL_CLIENT_INTERFACE_V1, KMCL_CLIENT_INTERFACE_V2,
-    KMCL_CLIENT_INTERFACE_V3, KMCL_CLIENT_INTERFACE_V4, KMCL_CLIENT_INTERFACE_V5, NTSTATUS,
+    GUID, INTERFACE, KMCL_CLIENT_INTERFACE_V1, KMCL_CLIENT_INTERFACE_V2, KMCL_CLIENT_INTERFACE_V3,
+    KMCL_CLIENT_INTERFACE_V4, KMCL_CLIENT_INTERFACE_V5, NTSTATUS,
 };
 
-use crate::channel::Channel;
-use crate::event::lock;
-use crate::host::HostDevice;
-use crate::offer::{Offer, OfferShared};
-use crate::profile::HostProfile;
-use crate::registry::{self, Object};
-use crate::slot::{Slot, SlotReturn};
-use crate::status::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
-use crate::verifier::{Counter, VerifierReport, VerifierState, Violation, ViolationKind};
-
-/// A KMCL client interface version (`KMCL_CLIENT_INTERFACE_VERSION_Vn`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum InterfaceVersion {
-    /// V1: 41 slots, 360 bytes (Windows 10 1803).
-    V1 = 1,
-    /// V2: 44 slots, 384 bytes (1809).
-    V2 = 2,
-    /// V3: 46 slots, 400 bytes (1903).
-    V3 = 3,
-    /// V4: 48 slots, 416 bytes (1903).
-    V4 = 4,
-    /// V5: 57 slots, 488 bytes (2004).
-    V5 = 5,
-}
-
-impl InterfaceVersion {
-    /// Every version, oldest first.
-    pub const ALL: [Self; 5] = [Self::V1, Self::V2, Self::V3, Self::V4, Self::V5];
-
-    /// The `KMCL_CLIENT_INTERFACE_VERSION_Vn` number.
-    #[must_use]
-    pub const fn number(self) -> u16 {
-        self as u16
-    }
-
-    /// The version with this number, if any.
-    #[must_use]
-    pub const fn from_number(n: u16) -> Option<Self> {
-        match n {
-            1 => Some(Self::V1),
-            2 => Some(Self::V2),
-            3 => Some(Self::V3),
-            4 => Some(Self::V4),
-            5 => Some(Self::V5),
-            _ => None,
-        }
-    }
-
-    /// `sizeof(KMCL_CLIENT_INTERFACE_Vn)` in bytes.
-    #[must_use]
-    pub const fn struct_size(self) -> usize {
-        match self {
-            Self::V1 => size_of::<KMCL_CLIENT_INTERFACE_V1>(),
-            Self::V2 => size_of::<KMCL_CLIENT_INTERFACE_V2>(),
-            Self::V3 => size_of::<KMCL_CLIENT_INTERFACE_V3>(),
-            Self::V4 => size_of::<KMCL_CLIENT_INTERFACE_V4>(),
-            Self::V5 => size_of::<KMCL_CLIENT_INTERFACE_V5>(),
-        }
-    }
-}
-
-/// Configuration of an emulated bus. `Default` is a V5 bus with the defaults below.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct VmbusConfig {
-    /// Highest interface version the bus offers (queries for higher versions fail).
-    pub version: InterfaceVersion,
-    /// Default data pages of each ring of a channel (default 16 = 64 KiB each way).
-    pub ring_pages: u32,
-    /// Default maximum in-band packet size in bytes (default 4096).
-    pub max_packet_size: u32,
-    /// Default maximum number of `VmbPacketAllocate` packets alive per channel (default 256).
-    pub max_packet_count: u32,
-    /// Default maximum external data per packet in bytes (default 1 MiB).
-    pub max_external_data: u32,
-    /// Default maximum MDL chain length per packet (default 16).
-    pub max_external_chain: u32,
-    /// How long disable/pause/rescind wait for the driver to complete incoming packets and for
-    /// callbacks to finish before they force-release and record a violation (default 2 s).
-    pub drain_timeout: Duration,
-    /// Longest wait of a `VmbChannelSendSynchronousRequest` with a null (infinite) timeout;
-    /// after it the request is cancelled (default 30 s).
-    pub infinite_wait_cap: Duration,
-    /// The host implementation the emulator imitates (default [`HostProfile::Default`], the
-    /// behaviour of earlier versions).
-    pub host_profile: HostProfile,
-}
-
-impl VmbusConfig {
-    /// The defaults with `version`.
-    #[must_use]
-    pub fn new(version: InterfaceVersion) -> Self {
-        Self {
-            version,
-            ..Self::default()
-        }
-    }
-
-    /// The same configuration imitating `profile`.
-    #[must_use]
-    pub const fn with_host_profile(mut self, profile: HostProfile) -> Self {
-        self.host_profile = profile;
-        self
-    }
-}
-
-impl Default for VmbusConfig {
-    fn default() -> Self {
-        Self {
-            version: InterfaceVersion::V5,
-            ring_pages: 16,
-            max_packet_size: 4096,
-            max_packet_count: 256,
-            max_external_data: 1 << 20,
-            max_external_chain: 16,
-            drain_timeout: Duration::from_secs(2),
-            infinite_wait_cap: Duration::from_secs(30),
-            host_profile: HostProfile::Default,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct FaultState {
-    armed: Vec<(Slot, u32, NTSTATUS)>,
-    pub(crate) defer_external: bool,
-    pub(crate) completion_status: Option<NTSTATUS>,
-}
-
-#[derive(Default)]
-pub(crate) struct BusState {
-    pub(crate) offers: Vec<Arc<OfferShared>>,
-    pub(crate) channels: Vec<Weak<Channel>>,
-    pub(crate) references: i64,
-    pub(crate) shut_down: bool,
-}
-
-/// The shared state of one bus.
-pub(crate) struct Bus {
-    pub(crate) config: VmbusConfig,
-    /// The interface `Context` value (a synthetic handle).
-    pub(crate) context: usize,
-    pub(crate) state: Mutex<BusState>,
-    verifier: Mutex<VerifierState>,
-    pub(crate) faults: Mutex<FaultState>,
-    /// `Faults::spurious_guest_signals` (an atomic: it is read on every guest send).
-    pub(crate) spurious_signals: AtomicBool,
-}
-
-impl Bus {
-    pub(crate) fn record(&self, v: Violation) {
-        lock(&self.verifier).record(v);
-    }
-
-    pub(crate) fn violation(
-        &self,
-        slot: &'static str,
-        kind: ViolationKind,
-        message: impl Into<String>,
-        handle: usize,
-    ) {
-        self.record(Violation {
-            slot,
-            kind,
-            message: message.into(),
-            handle,
-            irql: None,
-        });
-    }
-
-    pub(crate) fn bump(&self, c: Counter) {
-        lock(&self.verifier).bump(c);
-    }
-
-    /// The injected fault for this call of `slot`, if one is due (counts the call).
-    pub(crate) fn fault(&self, slot: Slot) -> Option<NTSTATUS> {
-        let mut f = lock(&self.faults);
-        let pos = f.armed.iter().position(|(s, _, _)| *s == slot)?;
-        let entry = f.armed.get_mut(pos)?;
-        entry.1 = entry.1.saturating_sub(1);
-        if entry.1 == 0 {
-            let status = entry.2;
-            f.armed.remove(pos);
-            Some(status)
-        } else {
-            None
-        }
-    }
-
-    pub(crate) fn find_offer(
-        &self,
-        interface_type: &GUID,
-        instance: Option<&GUID>,
-        subchannel: u16,
-    ) -> Option<Arc<OfferShared>> {
-        lock(&self.state)
-            .offers
-            .iter()
-            .find(|o| {
-                Guid(o.interface_type) == Guid(*interface_type)
-                    && !o.is_rescinded()
-                    && instance.is_none_or(|i| Guid(*i) == Guid(o.instance))
-                    && o.subchannel_index == subchannel
-            })
-            .cloned()
-    }
-
-    pub(crate) fn add_channel(&self, ch: &Arc<Channel>) {
-        let mut st = lock(&self.state);
-        st.channels.retain(|w| w.strong_count() > 0);
-        st.channels.push(Arc::downgrade(ch));
-    }
-
-    pub(crate) fn forget_channel(&self, ch: &Channel) {
-        lock(&self.state)
-            .channels
-            .retain(|w| !core::ptr::eq(w.as_ptr(), ch));
-    }
-
-    pub(crate) fn reference(&self, delta: i64, slot: &'static str) {
-        let mut st = lock(&self.state);
-        let next = st.references.saturating_add(delta);
-        if next < 0 {
-            drop(st);
-            self.violation(
-                slot,
-                ViolationKind::ReferenceUnderflow,
-                "InterfaceDereference without a matching reference",
-                self.context,
-            );
-        } else {
-            st.references = next;
-        }
-    }
-
-    fn report(&self) -> VerifierReport {
-        let (channels, references) = {
-            let st = lock(&self.state);
-            let chs: Vec<Arc<Channel>> = st.channels.iter().filter_map(Weak::upgrade).collect();
-            (chs, st.references)
-        };
-        let mut report = VerifierReport {
-            interface_references: references,
-            ..VerifierReport::default()
-        };
-        for ch in &channels {
-            ch.add_to_report(&mut report);
-        }
-        let v = lock(&self.verifier);
-        report.violations = v.violations.clone();
-        report.counters = v.counters;
-        report
-    }
-}
+use crate::api::offer::Offer;
+use crate::base::event::lock;
+use crate::base::slot::{InterfaceVersion, Slot, SlotReturn};
+use crate::base::status::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
+use crate::base::verifier::{VerifierReport, VerifierState};
+use crate::model::bus::{Bus, BusState, FaultState, VmbusConfig};
+use crate::model::channel::Channel;
+use crate::model::host::HostDevice;
+use crate::model::offer::OfferShared;
+use crate::model::registry::{self, Object};
 
 /// One emulated VMBus with its KMCL (`vmbkmcl.sys`).
 ///
@@ -291,7 +46,7 @@ impl Vmbus {
     /// ([`install_irql_model`](crate::install_irql_model)) if nothing installed it yet.
     #[must_use]
     pub fn new(config: VmbusConfig) -> Self {
-        crate::irql::install_irql_model();
+        crate::model::irql::install_irql_model();
         let bus = Arc::new(Bus {
             config,
             context: registry::synthetic_handle(),
@@ -355,7 +110,7 @@ impl Vmbus {
         if v > self.bus.config.version || usize::from(size) < v.struct_size() {
             return STATUS_NOT_SUPPORTED;
         }
-        let table = crate::slots::table(self.bus.context, v);
+        let table = crate::abi::slots::table(self.bus.context, v);
         // SAFETY: `table` is a local V5 struct of at least `v.struct_size()` bytes; the caller
         // guarantees `interface` is writable for `size >= v.struct_size()` bytes; the two cannot
         // overlap (one is on our stack).

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use vmbus_kmcl::sys::MDL;
 
-use crate::event::lock;
+use crate::base::event::lock;
 
 /// Page size of the emulated guest, in bytes.
 pub const PAGE_SIZE: usize = 4096;

@@ -1,21 +1,22 @@
-//! Incoming packets: the callback ("DPC") thread, the passive worker, and the incoming packet
-//! objects (`VMBPACKETCOMPLETION`).
+//! Incoming packets: reading the host→guest ring, delivery to the driver's packet callbacks,
+//! and the incoming packet objects (`VMBPACKETCOMPLETION`). The callback ("DPC") thread and
+//! the passive worker that run this are `threads::dpc` and `threads::passive`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vmbus_kmcl::Irql;
 use vmbus_kmcl::sys::{MDL, NTSTATUS, VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA};
 
-use crate::channel::{Channel, Inner, POLL, State};
-use crate::event::lock;
-use crate::memory::{HostBuffer, OwnedMdl, PAGE_SIZE};
-use crate::outgoing::{RawBuf, Tx, Work, completion_frame, deliver_completion};
-use crate::registry::{self, Object};
-use crate::ring::{PacketType, RingError};
-use crate::status::{
+use crate::base::event::lock;
+use crate::base::memory::{HostBuffer, OwnedMdl, PAGE_SIZE};
+use crate::base::status::{
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_PENDING, STATUS_SUCCESS,
 };
-use crate::verifier::{Counter, ViolationKind};
+use crate::base::verifier::{Counter, ViolationKind};
+use crate::model::channel::{Channel, Inner, State};
+use crate::model::outgoing::{RawBuf, Tx, Work, completion_frame, deliver_completion};
+use crate::model::registry::{self, Object};
+use crate::ring::{PacketType, RingError};
 
 /// Most packets read from the ring per batch.
 const BATCH: usize = 64;
@@ -158,7 +159,7 @@ fn make_incoming(ch: &Arc<Channel>, r: Received) -> Option<Arc<InPacket>> {
 
 /// Runs the process-packet callback for a packet whose callback slot is reserved
 /// (`in_callback` was incremented), then files it for re-delivery if the driver asked.
-fn run_callback(ch: &Arc<Channel>, pkt: &Arc<InPacket>, passive: bool) {
+pub(crate) fn run_callback(ch: &Arc<Channel>, pkt: &Arc<InPacket>, passive: bool) {
     let cbs = lock(&ch.inner).process_cbs;
     {
         let mut st = lock(&pkt.st);
@@ -224,7 +225,7 @@ pub(crate) fn run_work(ch: &Arc<Channel>) {
 }
 
 /// Handles a completion packet from the host.
-fn complete_transaction(ch: &Arc<Channel>, r: &Received) {
+pub(crate) fn complete_transaction(ch: &Arc<Channel>, r: &Received) {
     if r.txid == 0 {
         ch.bus.bump(Counter::TxidZeroCompletion);
         return;
@@ -253,14 +254,16 @@ fn complete_transaction(ch: &Arc<Channel>, r: &Received) {
         .unwrap_or(STATUS_SUCCESS);
     match entry {
         Some(Tx::Packet(p)) => deliver_completion(&p, status, &r.payload),
-        Some(Tx::Sync(w)) => crate::outgoing::SyncWait::fulfill(&w, status, r.payload.clone()),
+        Some(Tx::Sync(w)) => {
+            crate::model::outgoing::SyncWait::fulfill(&w, status, r.payload.clone())
+        }
         Some(Tx::Abandoned) => ch.bus.bump(Counter::Late),
         Some(Tx::Detached) | None => {}
     }
 }
 
 /// Reads up to `budget` packets from the host→guest ring.
-fn read_ring(ch: &Arc<Channel>, budget: usize, scratch: &mut Vec<u8>) -> Vec<Received> {
+pub(crate) fn read_ring(ch: &Arc<Channel>, budget: usize, scratch: &mut Vec<u8>) -> Vec<Received> {
     let mut out = Vec::new();
     let mut guard = lock(&ch.guest_reader);
     let Some(reader) = guard.as_mut() else {
@@ -327,7 +330,7 @@ fn read_ring(ch: &Arc<Channel>, budget: usize, scratch: &mut Vec<u8>) -> Vec<Rec
 }
 
 /// What the callback thread may do with the ring right now.
-fn read_budget(ch: &Channel) -> usize {
+pub(crate) fn read_budget(ch: &Channel) -> usize {
     let inner = lock(&ch.inner);
     if inner.in_corrupt || inner.incoming_failed || !inner.delivery_enabled || inner.dpc_stop {
         return 0;
@@ -346,7 +349,7 @@ fn read_budget(ch: &Channel) -> usize {
 
 /// Delivers (or holds, or drops) one data packet read from the ring. Returns true if the
 /// callback ran on this thread.
-fn dispatch_data(ch: &Arc<Channel>, r: Received) -> bool {
+pub(crate) fn dispatch_data(ch: &Arc<Channel>, r: Received) -> bool {
     {
         let mut inner = lock(&ch.inner);
         let deliverable = inner.state == State::Running
@@ -392,7 +395,7 @@ fn route(ch: &Arc<Channel>, pkt: &Arc<InPacket>) -> bool {
 }
 
 /// Delivers packets held while paused, once running again.
-fn deliver_held(ch: &Arc<Channel>) -> u32 {
+pub(crate) fn deliver_held(ch: &Arc<Channel>) -> u32 {
     let mut delivered = 0u32;
     loop {
         let r = {
@@ -421,7 +424,7 @@ fn deliver_held(ch: &Arc<Channel>) -> u32 {
 }
 
 /// Re-delivers packets whose external data was pending.
-fn redeliver(ch: &Arc<Channel>) -> u32 {
+pub(crate) fn redeliver(ch: &Arc<Channel>) -> u32 {
     let mut delivered = 0u32;
     loop {
         let pkt = {
@@ -444,7 +447,7 @@ fn redeliver(ch: &Arc<Channel>) -> u32 {
     delivered
 }
 
-fn processing_complete(ch: &Arc<Channel>, count: u32, irql: Irql) {
+pub(crate) fn processing_complete(ch: &Arc<Channel>, count: u32, irql: Irql) {
     if count == 0 {
         return;
     }
@@ -456,131 +459,6 @@ fn processing_complete(ch: &Arc<Channel>, count: u32, irql: Irql) {
         inner.process_cbs
     };
     cbs.processing_complete(ch.handle, count, irql);
-}
-
-/// One iteration of the callback thread; false when it must exit.
-fn dpc_step(ch: &Arc<Channel>, scratch: &mut Vec<u8>) -> bool {
-    if lock(&ch.inner).host_close_requested {
-        ch.host_close();
-    }
-    {
-        let mut inner = lock(&ch.inner);
-        ch.flush(&mut inner);
-    }
-    run_work(ch);
-    let mut delivered = redeliver(ch);
-    delivered = delivered.saturating_add(deliver_held(ch));
-    loop {
-        let budget = read_budget(ch);
-        if budget == 0 {
-            break;
-        }
-        let batch = read_ring(ch, budget, scratch);
-        if batch.is_empty() {
-            break;
-        }
-        for r in batch {
-            match r.kind {
-                PacketType::Completion => complete_transaction(ch, &r),
-                PacketType::InBand | PacketType::GpaDirect => {
-                    if dispatch_data(ch, r) {
-                        delivered = delivered.saturating_add(1);
-                    }
-                }
-                PacketType::TransferPages => ch.bus.bump(Counter::Unsupported),
-            }
-        }
-        {
-            let mut inner = lock(&ch.inner);
-            ch.flush(&mut inner);
-        }
-        run_work(ch);
-    }
-    processing_complete(ch, delivered, Irql::DISPATCH);
-    let inner = lock(&ch.inner);
-    !(inner.dpc_stop && inner.work.is_empty())
-}
-
-/// The callback thread of a channel.
-pub(crate) fn dpc_main(ch: &Arc<Channel>) {
-    let _emulator = crate::scope::EmulatorScope::enter();
-    registry::set_current_bus(&ch.bus);
-    let size = lock(&ch.guest_reader)
-        .as_ref()
-        .map_or(PAGE_SIZE, |r| r.ring().data_size() as usize);
-    let mut scratch = vec![0u8; size];
-    loop {
-        let seen = ch.guest_event.current();
-        let step =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dpc_step(ch, &mut scratch)));
-        match step {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(_) => {
-                ch.bus.bump(Counter::Internal);
-                break;
-            }
-        }
-        ch.guest_event.wait_past(seen, POLL);
-    }
-    ch.cv.notify_all();
-}
-
-/// The passive worker of a channel.
-pub(crate) fn passive_main(ch: &Arc<Channel>) {
-    let _emulator = crate::scope::EmulatorScope::enter();
-    registry::set_current_bus(&ch.bus);
-    loop {
-        let seen = ch.passive_event.current();
-        let mut delivered = 0u32;
-        loop {
-            let next = {
-                let mut inner = lock(&ch.inner);
-                let Some(pkt) = inner.passive.pop_front() else {
-                    break;
-                };
-                let reserved = lock(&pkt.st).at_passive;
-                if reserved {
-                    // First delivery in at-passive mode: the reservation was taken by the
-                    // callback thread.
-                    Some(pkt)
-                } else if inner.suspended || !inner.delivery_enabled {
-                    drop(inner);
-                    ch.violation(
-                        "VmbChannelPacketDeferToPassive",
-                        ViolationKind::CallbackAfterClose,
-                        "deferred packet could not be re-delivered: the channel was suspended",
-                    );
-                    ch.cv.notify_all();
-                    None
-                } else {
-                    inner.in_callback = inner.in_callback.saturating_add(1);
-                    Some(pkt)
-                }
-            };
-            if let Some(pkt) = next {
-                lock(&pkt.st).at_passive = false;
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_callback(ch, &pkt, true);
-                }));
-                if r.is_err() {
-                    ch.bus.bump(Counter::Internal);
-                }
-                delivered = delivered.saturating_add(1);
-            }
-        }
-        if lock(&ch.inner).at_passive {
-            processing_complete(ch, delivered, Irql::PASSIVE);
-        }
-        {
-            let inner = lock(&ch.inner);
-            if inner.dpc_stop && inner.passive.is_empty() {
-                break;
-            }
-        }
-        ch.passive_event.wait_past(seen, POLL);
-    }
-    ch.cv.notify_all();
 }
 
 /// Marks an incoming packet consumed exactly once (a second time is a `DoubleComplete`

@@ -22,24 +22,25 @@ use vmbus_kmcl::sys::{
     VMBUS_CHANNEL_GPADL_FLAGS, VMBUS_CHANNEL_INIT_FLAGS, VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAGS,
 };
 
-use crate::bus::{Bus, InterfaceVersion};
-use crate::callbacks::{CompletionRoutine, ProcessCallbacks, StateCallbacks};
-use crate::channel::{Channel, Inner};
-use crate::event::lock;
-use crate::incoming::{self, InPacket};
-use crate::irql::{Irql, Refused};
-use crate::memory::{self, ChainError, MdlSpan, PAGE_SIZE};
-use crate::outgoing::{self, External, OutPacket, Phase, RawBuf, SendParams};
-use crate::registry::{self, HandleKind, Object};
-use crate::ring::packet_ring_bytes;
-use crate::slot::Slot;
-use crate::status::{
+use crate::base::event::lock;
+use crate::base::memory::{self, ChainError, MdlSpan, PAGE_SIZE};
+use crate::base::slot::InterfaceVersion;
+use crate::base::slot::Slot;
+use crate::base::status::{
     STATUS_INTERNAL_ERROR, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER_1,
     STATUS_INVALID_PARAMETER_2, STATUS_INVALID_PARAMETER_3, STATUS_INVALID_PARAMETER_4,
     STATUS_INVALID_PARAMETER_5, STATUS_INVALID_PARAMETER_6, STATUS_INVALID_PARAMETER_7,
     STATUS_NOT_SUPPORTED, STATUS_SUCCESS,
 };
-use crate::verifier::{Counter, Violation, ViolationKind};
+use crate::base::verifier::{Counter, Violation, ViolationKind};
+use crate::model::bus::Bus;
+use crate::model::callbacks::{CompletionRoutine, ProcessCallbacks, StateCallbacks};
+use crate::model::channel::{Channel, Inner};
+use crate::model::incoming::{self, InPacket};
+use crate::model::irql::{Irql, Refused};
+use crate::model::outgoing::{self, External, OutPacket, Phase, RawBuf, SendParams};
+use crate::model::registry::{self, HandleKind, Object};
+use crate::ring::packet_ring_bytes;
 
 /// `VmbSizeofChannel()`: bytes of caller storage a channel needs.
 pub const SIZEOF_CHANNEL: u32 = 1024;
@@ -71,8 +72,8 @@ fn guard_at<R: Refused>(
     fallback: R,
     body: impl FnOnce() -> R,
 ) -> R {
-    let _emulator = crate::scope::EmulatorScope::enter();
-    if !crate::irql::allowed(slot, handle, max_irql) {
+    let _emulator = crate::base::scope::EmulatorScope::enter();
+    if !crate::model::irql::allowed(slot, handle, max_irql) {
         return R::refused();
     }
     match catch_unwind(AssertUnwindSafe(body)) {
@@ -245,7 +246,7 @@ unsafe extern "system" fn vmb_channel_create_gpadl_from_buffer(
         let address = buffer as usize;
         let len = byte_count as usize;
         let region = memory::register_region(address, len);
-        crate::gpadl::create(
+        crate::model::gpadl::create(
             &ch,
             SLOT.name(),
             flags,
@@ -318,7 +319,7 @@ unsafe extern "system" fn vmb_channel_create_gpadl_from_mdl(
         if gpadl.is_null() {
             return bad(&ch, SLOT, STATUS_INVALID_PARAMETER_6, "null GpadlHandle");
         }
-        crate::gpadl::create(&ch, SLOT.name(), flags, window, None, gpadl)
+        crate::model::gpadl::create(&ch, SLOT.name(), flags, window, None, gpadl)
     })
 }
 
@@ -326,7 +327,7 @@ unsafe extern "system" fn vmb_channel_delete_gpadl(channel: VMBCHANNEL, gpadl: u
     const SLOT: Slot = Slot::VmbChannelDeleteGpadl;
     guard(SLOT, channel as usize, (), || {
         if let Some(ch) = chan(SLOT, channel) {
-            crate::gpadl::delete(&ch, SLOT.name(), gpadl);
+            crate::model::gpadl::delete(&ch, SLOT.name(), gpadl);
         }
     });
 }
@@ -349,12 +350,12 @@ unsafe extern "system" fn vmb_channel_enable(channel: VMBCHANNEL) -> NTSTATUS {
         if let Some(s) = ch.bus.fault(SLOT) {
             return s;
         }
-        ch.enable()
+        crate::threads::open::enable(&ch)
     })
 }
 
 /// The offer a channel is (or would be) open on.
-fn target_offer(ch: &Channel) -> Option<Arc<crate::offer::OfferShared>> {
+fn target_offer(ch: &Channel) -> Option<Arc<crate::model::offer::OfferShared>> {
     let (open, cfg) = {
         let inner = lock(&ch.inner);
         (inner.offer.clone(), inner.cfg.clone())
@@ -1346,8 +1347,8 @@ unsafe extern "system" fn vmb_channel_create_gpadl_from_pfn_list(
         }
         // SAFETY: the driver passes `count` PFNs at `pfns` (checked non-null).
         let list = unsafe { core::slice::from_raw_parts(pfns, count as usize) }.to_vec();
-        match crate::gpadl::pfn_spans(&list) {
-            Ok(spans) => crate::gpadl::create(&ch, SLOT.name(), flags, spans, None, gpadl),
+        match crate::model::gpadl::pfn_spans(&list) {
+            Ok(spans) => crate::model::gpadl::create(&ch, SLOT.name(), flags, spans, None, gpadl),
             Err(pfn) => bad(
                 &ch,
                 SLOT,

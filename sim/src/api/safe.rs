@@ -3,8 +3,8 @@
 
 use vmbus_kmcl::{KmclInterface, NtStatus, ParentDevice};
 
-use crate::bus::Vmbus;
-use crate::offer::Offer;
+use crate::api::offer::Offer;
+use crate::api::vmbus::Vmbus;
 
 impl Vmbus {
     /// Queries the client interface the way a driver does on Windows

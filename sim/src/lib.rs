@@ -94,6 +94,7 @@ mod api;
 mod base;
 mod model;
 mod threads;
+mod verifier;
 
 pub use base::{scope, status};
 pub use model::irql;
@@ -111,7 +112,6 @@ pub use base::memory::{
 };
 pub use base::profile::HostProfile;
 pub use base::slot::{InterfaceVersion, IrqlSource, Slot, SlotReturn};
-pub use base::verifier::{HostileCounters, IrqlMismatch, VerifierReport, Violation, ViolationKind};
 pub use model::bus::VmbusConfig;
 pub use model::gpadl::GpadlView;
 pub use model::host::{
@@ -120,4 +120,7 @@ pub use model::host::{
 };
 pub use model::irql::install_irql_model;
 pub use model::offer::OfferCounters;
-pub use model::registry::unattributed_violations;
+pub use verifier::handles::unattributed_violations;
+pub use verifier::report::{
+    HostileCounters, IrqlMismatch, VerifierReport, Violation, ViolationKind,
+};

@@ -32,7 +32,6 @@ use crate::base::status::{
     STATUS_INVALID_PARAMETER_5, STATUS_INVALID_PARAMETER_6, STATUS_INVALID_PARAMETER_7,
     STATUS_NOT_SUPPORTED, STATUS_SUCCESS,
 };
-use crate::base::verifier::{Counter, Violation, ViolationKind};
 use crate::model::bus::Bus;
 use crate::model::callbacks::{CompletionRoutine, ProcessCallbacks, StateCallbacks};
 use crate::model::channel::{Channel, Inner};
@@ -41,6 +40,7 @@ use crate::model::irql::{Irql, Refused};
 use crate::model::outgoing::{self, External, OutPacket, Phase, RawBuf, SendParams};
 use crate::model::registry::{self, HandleKind, Object};
 use crate::ring::packet_ring_bytes;
+use crate::verifier::report::{Counter, Violation, ViolationKind};
 
 /// `VmbSizeofChannel()`: bytes of caller storage a channel needs.
 pub const SIZEOF_CHANNEL: u32 = 1024;

@@ -14,12 +14,12 @@ use crate::api::offer::Offer;
 use crate::base::event::lock;
 use crate::base::slot::{InterfaceVersion, Slot, SlotReturn};
 use crate::base::status::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
-use crate::base::verifier::{VerifierReport, VerifierState};
 use crate::model::bus::{Bus, BusState, FaultState, VmbusConfig};
 use crate::model::channel::Channel;
 use crate::model::host::HostDevice;
 use crate::model::offer::OfferShared;
 use crate::model::registry::{self, Object};
+use crate::verifier::report::{VerifierReport, VerifierState};
 
 /// One emulated VMBus with its KMCL (`vmbkmcl.sys`).
 ///

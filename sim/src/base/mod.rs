@@ -1,7 +1,7 @@
 //! Layer 1, above `ring`: leaf utilities every higher layer may use. Poison-tolerant locks and
 //! events (`event`, the only blocking waits), thread start and join (`spawn`, the only
 //! `std::thread` use), status codes, scopes, host profiles, the slot catalogue and interface
-//! versions, the verifier's report types, and guest memory with its MDLs. Uses only `ring`
+//! versions, and guest memory with its MDLs. Uses only `ring`
 //! and itself.
 
 pub(crate) mod event;
@@ -11,4 +11,3 @@ pub mod scope;
 pub(crate) mod slot;
 pub(crate) mod spawn;
 pub mod status;
-pub(crate) mod verifier;

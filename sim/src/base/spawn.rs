@@ -3,7 +3,7 @@
 //! Every `std::thread` spawn and join of the crate goes through [`spawn`] and [`Worker::join`],
 //! and the "am I this thread?" check through [`current`] and [`Worker::id`]; every blocking wait
 //! goes through [`event`](super::event). A deterministic scheduler hooks in at these two modules.
-//! The threads layer (`crate::threads`) decides what runs on a worker; the channel model keeps
+//! The threads layer decides what runs on a worker; the channel model keeps
 //! its workers (to join them when the channel closes) without knowing what they run.
 
 use std::thread::{self, JoinHandle, ThreadId};

@@ -11,9 +11,9 @@ use crate::base::event::lock;
 use crate::base::profile::HostProfile;
 use crate::base::slot::InterfaceVersion;
 use crate::base::slot::Slot;
-use crate::base::verifier::{Counter, VerifierReport, VerifierState, Violation, ViolationKind};
 use crate::model::channel::Channel;
 use crate::model::offer::OfferShared;
+use crate::verifier::report::{Counter, VerifierReport, VerifierState, Violation, ViolationKind};
 
 /// Configuration of an emulated bus. `Default` is a V5 bus with the defaults below.
 #[derive(Clone, Debug)]

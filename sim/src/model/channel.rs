@@ -27,7 +27,6 @@ use crate::base::status::{
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS,
     STATUS_UNSUCCESSFUL, nt_success,
 };
-use crate::base::verifier::{VerifierReport, ViolationKind};
 use crate::model::bus::Bus;
 use crate::model::callbacks::{ProcessCallbacks, StateCallbacks};
 use crate::model::gpadl::GpadlMapping;
@@ -37,6 +36,7 @@ use crate::model::offer::OfferShared;
 use crate::model::outgoing::{Frame, SyncWait, Tx, Work};
 use crate::model::registry;
 use crate::ring::{Ring, RingReader, RingWriter};
+use crate::verifier::report::{VerifierReport, ViolationKind};
 
 /// How often idle emulator threads re-check their rings even without a signal.
 pub(crate) const POLL: Duration = Duration::from_millis(20);

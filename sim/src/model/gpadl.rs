@@ -8,9 +8,9 @@ use vmbus_kmcl::sys::{NTSTATUS, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY};
 use crate::base::event::lock;
 use crate::base::memory::{self, MdlSpan, PAGE_SIZE, RegionGuard};
 use crate::base::status::{STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS};
-use crate::base::verifier::ViolationKind;
 use crate::model::channel::{Channel, State};
 use crate::model::host::HostError;
+use crate::verifier::report::ViolationKind;
 
 static NEXT_GPADL: AtomicU32 = AtomicU32::new(1);
 

@@ -12,11 +12,11 @@ use crate::base::memory::{HostBuffer, OwnedMdl, PAGE_SIZE};
 use crate::base::status::{
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_PENDING, STATUS_SUCCESS,
 };
-use crate::base::verifier::{Counter, ViolationKind};
 use crate::model::channel::{Channel, Inner, State};
 use crate::model::outgoing::{RawBuf, Tx, Work, completion_frame, deliver_completion};
 use crate::model::registry::{self, Object};
 use crate::ring::{PacketType, RingError};
+use crate::verifier::report::{Counter, ViolationKind};
 
 /// Most packets read from the ring per batch.
 const BATCH: usize = 64;

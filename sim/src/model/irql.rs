@@ -43,8 +43,8 @@ use core::marker::PhantomData;
 pub use vmbus_kmcl::Irql;
 
 use crate::base::slot::Slot;
-use crate::base::verifier::{IrqlMismatch, Violation, ViolationKind};
 use crate::model::registry;
+use crate::verifier::report::{IrqlMismatch, Violation, ViolationKind};
 
 thread_local! {
     /// The calling thread's IRQL (`KIRQL`).

@@ -18,7 +18,6 @@ use crate::base::status::{
     STATUS_INVALID_PARAMETER_6, STATUS_INVALID_PARAMETER_7, STATUS_INVALID_PARAMETER_8,
     STATUS_SUCCESS, nt_success,
 };
-use crate::base::verifier::{Counter, ViolationKind};
 use crate::model::callbacks::CompletionRoutine;
 use crate::model::channel::{Channel, Inner, State};
 use crate::model::registry;
@@ -26,6 +25,7 @@ use crate::ring::{
     GpaRangeSpec, OutgoingPacket, PacketType, RingError, encode_gpa_direct_header,
     packet_ring_bytes,
 };
+use crate::verifier::report::{Counter, ViolationKind};
 
 /// A zeroed, 8-aligned allocation whose address is handed to the driver (inline packet context,
 /// client context, incoming payload).

@@ -12,22 +12,26 @@
 //!
 //! Violations about a handle that no bus owns are attributed to the bus the calling thread used
 //! last (every slot call with a valid handle, every emulator thread and `Vmbus::new` set it);
-//! failing that they go to a process-wide list ([`unattributed_violations`]).
+//! failing that they go to a process-wide list ([`unattributed_violations`](crate::unattributed_violations)).
+//!
+//! The table mechanics (tombstones, synthetic values, the lookup rules) are generic and live in
+//! `verifier::handles`; this module says what a handle refers to ([`Object`]) and holds the
+//! one process-wide table.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
-use crate::base::event::lock;
-use crate::base::verifier::{Violation, ViolationKind};
 use crate::model::bus::Bus;
 use crate::model::channel::Channel;
 use crate::model::incoming::InPacket;
 use crate::model::offer::OfferShared;
 use crate::model::outgoing::OutPacket;
+pub(crate) use crate::verifier::handles::{HandleKind, LookupError, synthetic_handle};
+use crate::verifier::handles::{Handled, Table, record_unattributed};
+use crate::verifier::report::{Violation, ViolationKind};
 
 /// What a handle refers to.
+#[derive(Clone)]
 pub(crate) enum Object {
     Interface(Weak<Bus>),
     Device(Weak<OfferShared>, Weak<Bus>),
@@ -36,30 +40,10 @@ pub(crate) enum Object {
     Incoming(Arc<InPacket>),
 }
 
-/// The type of a handle, for messages and type checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum HandleKind {
-    Interface,
-    Device,
-    Channel,
-    Packet,
-    Incoming,
-}
+impl Handled for Object {
+    type Owner = Bus;
 
-impl HandleKind {
-    pub(crate) const fn c_name(self) -> &'static str {
-        match self {
-            Self::Interface => "interface context",
-            Self::Device => "PDEVICE_OBJECT",
-            Self::Channel => "VMBCHANNEL",
-            Self::Packet => "VMBPACKET",
-            Self::Incoming => "VMBPACKETCOMPLETION",
-        }
-    }
-}
-
-impl Object {
-    const fn kind(&self) -> HandleKind {
+    fn kind(&self) -> HandleKind {
         match self {
             Self::Interface(_) => HandleKind::Interface,
             Self::Device(..) => HandleKind::Device,
@@ -69,7 +53,7 @@ impl Object {
         }
     }
 
-    fn bus(&self) -> Weak<Bus> {
+    fn owner(&self) -> Weak<Bus> {
         match self {
             Self::Interface(b) | Self::Device(_, b) => b.clone(),
             Self::Channel(c) => Arc::downgrade(&c.bus),
@@ -79,32 +63,10 @@ impl Object {
     }
 }
 
-enum Entry {
-    Live(Object),
-    Dead {
-        kind: HandleKind,
-        bus: Weak<Bus>,
-        why: &'static str,
-    },
-}
-
-static REGISTRY: Mutex<BTreeMap<usize, Entry>> = Mutex::new(BTreeMap::new());
-static UNATTRIBUTED: Mutex<Vec<Violation>> = Mutex::new(Vec::new());
-static NEXT_SYNTHETIC: AtomicU64 = AtomicU64::new(1);
+static REGISTRY: Table<Object> = Table::new();
 
 thread_local! {
     static CURRENT_BUS: RefCell<Weak<Bus>> = const { RefCell::new(Weak::new()) };
-}
-
-/// Base of the synthetic handle range: canonical kernel-half addresses, which a user-space
-/// allocation on a 64-bit host can never have.
-const SYNTHETIC_BASE: u64 = 0xFFFF_A000_0000_0000;
-
-/// A fresh synthetic handle: 16-byte aligned, never 0, never reused.
-pub(crate) fn synthetic_handle() -> usize {
-    let n = NEXT_SYNTHETIC.fetch_add(1, Ordering::Relaxed);
-    let value = SYNTHETIC_BASE.wrapping_add(n.wrapping_mul(16));
-    usize::try_from(value).unwrap_or(usize::MAX & !15)
 }
 
 /// Makes `bus` the calling thread's current bus (attribution of unowned violations).
@@ -123,98 +85,38 @@ pub(crate) fn current_bus() -> Option<Arc<Bus>> {
 
 /// The bus that owns (or owned) `handle`, if it is still alive. Records nothing.
 pub(crate) fn owner(handle: usize) -> Option<Arc<Bus>> {
-    match lock(&REGISTRY).get(&handle)? {
-        Entry::Live(o) => o.bus().upgrade(),
-        Entry::Dead { bus, .. } => bus.upgrade(),
-    }
+    REGISTRY.owner(handle)
 }
 
 /// Records a violation on `bus` if it is alive, else on the current bus, else globally.
 pub(crate) fn report(bus: Option<Arc<Bus>>, v: Violation) {
     match bus.or_else(current_bus) {
         Some(b) => b.record(v),
-        None => lock(&UNATTRIBUTED).push(v),
+        None => record_unattributed(v),
     }
-}
-
-/// Violations that could not be attributed to any live bus (a foreign handle on a thread that
-/// never used a bus). Returns and clears the process-wide list.
-#[must_use]
-pub fn unattributed_violations() -> Vec<Violation> {
-    core::mem::take(&mut *lock(&UNATTRIBUTED))
 }
 
 /// Registers a live object under `handle`, replacing a tombstone. Returns false (and changes
 /// nothing) if a live object already has that handle.
 pub(crate) fn insert(handle: usize, object: Object) -> bool {
-    let mut reg = lock(&REGISTRY);
-    if matches!(reg.get(&handle), Some(Entry::Live(_))) {
-        return false;
-    }
-    reg.insert(handle, Entry::Live(object));
-    true
+    REGISTRY.insert(handle, object)
 }
 
 /// The live object under `handle` if it is of `kind` (used to check caller storage reuse).
 pub(crate) fn live_kind(handle: usize) -> Option<HandleKind> {
-    match lock(&REGISTRY).get(&handle) {
-        Some(Entry::Live(o)) => Some(o.kind()),
-        _ => None,
-    }
+    REGISTRY.live_kind(handle)
 }
 
 /// Replaces the live object under `handle` with a tombstone and returns it (to be dropped by
 /// the caller, outside the registry lock).
 pub(crate) fn retire(handle: usize, why: &'static str) -> Option<Object> {
-    let mut reg = lock(&REGISTRY);
-    let entry = reg.get_mut(&handle)?;
-    let Entry::Live(object) = entry else {
-        return None;
-    };
-    let tomb = Entry::Dead {
-        kind: object.kind(),
-        bus: object.bus(),
-        why,
-    };
-    match core::mem::replace(entry, tomb) {
-        Entry::Live(o) => Some(o),
-        Entry::Dead { .. } => None,
-    }
+    REGISTRY.retire(handle, why)
 }
 
 /// Removes every entry (live or dead) owned by the bus `bus` (by address); returns the live
 /// objects so the caller can drop them outside the lock.
 pub(crate) fn purge_bus(bus: *const Bus) -> Vec<Object> {
-    let mut reg = lock(&REGISTRY);
-    let keys: Vec<usize> = reg
-        .iter()
-        .filter(|(_, e)| {
-            let owner = match e {
-                Entry::Live(o) => o.bus(),
-                Entry::Dead { bus, .. } => bus.clone(),
-            };
-            core::ptr::eq(owner.as_ptr(), bus)
-        })
-        .map(|(k, _)| *k)
-        .collect();
-    let mut live = Vec::new();
-    for k in keys {
-        if let Some(Entry::Live(o)) = reg.remove(&k) {
-            live.push(o);
-        }
-    }
-    live
-}
-
-/// Why a lookup failed; the violation has already been recorded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LookupError {
-    /// The handle was null.
-    Null,
-    /// Never issued, or of another type.
-    Invalid,
-    /// Released earlier.
-    Freed,
+    REGISTRY.purge(bus)
 }
 
 /// Looks `handle` up as a `want`; records a violation in `slot` and fails if it is null,
@@ -232,54 +134,7 @@ fn lookup_as(
     slot: &'static str,
     again: Option<(&'static str, ViolationKind)>,
 ) -> Result<Object, LookupError> {
-    let found = {
-        let reg = lock(&REGISTRY);
-        match reg.get(&handle) {
-            Some(Entry::Live(o)) if o.kind() == want => Ok(match o {
-                Object::Interface(b) => Object::Interface(b.clone()),
-                Object::Device(o, b) => Object::Device(o.clone(), b.clone()),
-                Object::Channel(c) => Object::Channel(Arc::clone(c)),
-                Object::Packet(p) => Object::Packet(Arc::clone(p)),
-                Object::Incoming(p) => Object::Incoming(Arc::clone(p)),
-            }),
-            Some(Entry::Live(o)) => Err((
-                LookupError::Invalid,
-                o.bus().upgrade(),
-                ViolationKind::InvalidHandle,
-                format!("a {} was passed as a {}", o.kind().c_name(), want.c_name()),
-            )),
-            Some(Entry::Dead { kind, bus, why }) => {
-                let (err, vk) = if *kind == want {
-                    let vk = match again {
-                        Some((prefix, vk)) if why.starts_with(prefix) => vk,
-                        _ => ViolationKind::UseAfterFree,
-                    };
-                    (LookupError::Freed, vk)
-                } else {
-                    (LookupError::Invalid, ViolationKind::InvalidHandle)
-                };
-                Err((
-                    err,
-                    bus.upgrade(),
-                    vk,
-                    format!("{} used after it was {why}", kind.c_name()),
-                ))
-            }
-            None if handle == 0 => Err((
-                LookupError::Null,
-                None,
-                ViolationKind::InvalidHandle,
-                format!("null {}", want.c_name()),
-            )),
-            None => Err((
-                LookupError::Invalid,
-                None,
-                ViolationKind::InvalidHandle,
-                format!("{} {handle:#x} was never issued", want.c_name()),
-            )),
-        }
-    };
-    match found {
+    match REGISTRY.lookup_as(handle, want, again) {
         Ok(o) => Ok(o),
         Err((err, bus, kind, message)) => {
             report(
@@ -387,32 +242,31 @@ pub(crate) fn device(
 
 /// Looks up an interface context (no violation is recorded on failure: the caller does it).
 pub(crate) fn interface(handle: usize) -> Option<Arc<Bus>> {
-    match lock(&REGISTRY).get(&handle) {
-        Some(Entry::Live(Object::Interface(b))) => b.upgrade(),
+    REGISTRY.peek(handle, |o| match o {
+        Object::Interface(b) => b.upgrade(),
         _ => None,
-    }
+    })
 }
 
 /// True if `handle` is a live channel of `bus`.
 pub(crate) fn is_live_channel(handle: usize) -> bool {
-    matches!(
-        lock(&REGISTRY).get(&handle),
-        Some(Entry::Live(Object::Channel(_)))
-    )
+    REGISTRY
+        .peek(handle, |o| matches!(o, Object::Channel(_)).then_some(()))
+        .is_some()
 }
 
 /// The live channel under `handle`, without recording anything.
 pub(crate) fn peek_channel(handle: usize) -> Option<Arc<Channel>> {
-    match lock(&REGISTRY).get(&handle) {
-        Some(Entry::Live(Object::Channel(c))) => Some(Arc::clone(c)),
+    REGISTRY.peek(handle, |o| match o {
+        Object::Channel(c) => Some(Arc::clone(c)),
         _ => None,
-    }
+    })
 }
 
 /// The live outgoing packet under `handle`, without recording anything.
 pub(crate) fn peek_packet(handle: usize) -> Option<Arc<OutPacket>> {
-    match lock(&REGISTRY).get(&handle) {
-        Some(Entry::Live(Object::Packet(p))) => Some(Arc::clone(p)),
+    REGISTRY.peek(handle, |o| match o {
+        Object::Packet(p) => Some(Arc::clone(p)),
         _ => None,
-    }
+    })
 }

@@ -8,7 +8,6 @@ use vmbus_kmcl::Irql;
 
 use crate::base::event::lock;
 use crate::base::memory::PAGE_SIZE;
-use crate::base::verifier::Counter;
 use crate::model::channel::{Channel, POLL};
 use crate::model::incoming::{
     complete_transaction, deliver_held, dispatch_data, processing_complete, read_budget, read_ring,
@@ -16,6 +15,7 @@ use crate::model::incoming::{
 };
 use crate::model::registry;
 use crate::ring::PacketType;
+use crate::verifier::report::Counter;
 
 /// One iteration of the callback thread; false when it must exit.
 fn dpc_step(ch: &Arc<Channel>, scratch: &mut Vec<u8>) -> bool {

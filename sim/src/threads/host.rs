@@ -12,13 +12,13 @@ use vmbus_kmcl::sys::NTSTATUS;
 use crate::base::event::lock;
 use crate::base::memory::PAGE_SIZE;
 use crate::base::status::{STATUS_DEVICE_REMOVED, STATUS_SUCCESS, STATUS_UNSUCCESSFUL};
-use crate::base::verifier::Counter;
 use crate::model::channel::{Channel, POLL};
 use crate::model::host::{
     HostChannel, HostCommand, HostCompletion, HostDevice, HostIncoming, flush, read_guest_ring,
 };
 use crate::model::offer::OfferShared;
 use crate::model::registry;
+use crate::verifier::report::Counter;
 
 fn guarded(ch: &Channel, f: impl FnOnce()) {
     if catch_unwind(AssertUnwindSafe(f)).is_err() {

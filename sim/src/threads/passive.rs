@@ -6,10 +6,10 @@ use std::sync::Arc;
 use vmbus_kmcl::Irql;
 
 use crate::base::event::lock;
-use crate::base::verifier::{Counter, ViolationKind};
 use crate::model::channel::{Channel, POLL};
 use crate::model::incoming::{processing_complete, run_callback};
 use crate::model::registry;
+use crate::verifier::report::{Counter, ViolationKind};
 
 /// The passive worker of a channel.
 pub(crate) fn passive_main(ch: &Arc<Channel>) {

@@ -315,8 +315,8 @@ impl Faults<'_> {
     /// whether the ring's signalling rule calls for it or not (a guest that ignores the
     /// empty→non-empty rule). Each unneeded interrupt is counted
     /// ([`OfferCounters::unneeded_guest_signals`](crate::OfferCounters::unneeded_guest_signals))
-    /// and, under [`HostProfile::HyperV`], reported as
-    /// [`ViolationKind::UnexpectedInterrupt`].
+    /// and, under [`HostProfile::HyperV`](crate::HostProfile::HyperV), reported as
+    /// [`ViolationKind::UnexpectedInterrupt`](crate::ViolationKind::UnexpectedInterrupt).
     pub fn spurious_guest_signals(&self, on: bool) {
         self.bus.spurious_signals.store(on, Ordering::Relaxed);
     }

@@ -1,4 +1,4 @@
-//! Layer 5, the top: the public Rust API. [`Vmbus`](vmbus::Vmbus) and its
+//! Layer 6, the top: the public Rust API. [`Vmbus`](vmbus::Vmbus) and its
 //! [`Faults`](vmbus::Faults), [`Offer`](offer::Offer), the bridges to the safe `vmbus-kmcl`
 //! layer (`safe`) and the [`EchoVsp`](echo::EchoVsp) device. Uses every layer below.
 

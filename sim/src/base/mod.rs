@@ -1,8 +1,7 @@
 //! Layer 1, above `ring`: leaf utilities every higher layer may use. Poison-tolerant locks and
 //! events (`event`, the only blocking waits), thread start and join (`spawn`, the only
 //! `std::thread` use), status codes, scopes, host profiles, the slot catalogue and interface
-//! versions, and guest memory with its MDLs. Uses only `ring`
-//! and itself.
+//! versions, and guest memory with its MDLs. Uses only `ring`.
 
 pub(crate) mod event;
 pub(crate) mod memory;

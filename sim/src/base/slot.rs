@@ -1,4 +1,5 @@
-//! The 57 client slots of `KMCL_CLIENT_INTERFACE_V5`, by name.
+//! The 57 client slots of `KMCL_CLIENT_INTERFACE_V5`, by name, and the interface versions
+//! (`KMCL_CLIENT_INTERFACE_VERSION_Vn`) they belong to.
 
 use core::fmt;
 

@@ -1,11 +1,12 @@
-//! The emulated KMCL channel: configuration, state machine, threads and teardown.
+//! The emulated KMCL channel: configuration, state machine, the phases of an open, and teardown.
 //!
 //! Each enabled channel has three threads: the host thread (runs the [`HostDevice`]), the
 //! callback thread ("DPC": reads the host→guest ring and calls the driver's packet and
 //! completion callbacks) and the passive worker (re-delivers deferred packets, and delivers all
 //! packets when incoming processing at passive is requested). State-change callbacks run on the
 //! thread that called the slot (enable, pause, start, disable) or on the callback thread (a host
-//! rescind).
+//! rescind). The threads are started by `threads::open` and kept here as
+//! [`Worker`]s, joined when the channel closes.
 //!
 //! Lock order (outer to inner): `Channel::inner` → packet state mutexes → `Channel::host` →
 //! `Channel::guest_reader` → global leaf locks (registry, memory, verifier). Driver callbacks

@@ -1,7 +1,7 @@
-//! Layer 3: the threads that drive the channel model. `open` is `VmbChannelEnable`, which
+//! Layer 4: the threads that drive the channel model. `open` is `VmbChannelEnable`, which
 //! starts them (through `base::spawn`); `host` is the host thread (`host_main`), `dpc` the
 //! callback thread (`dpc_main`), `passive` the passive worker (`passive_main`). Uses `model`,
-//! `base` and `ring`.
+//! `verifier`, `base` and `ring`.
 
 pub(crate) mod dpc;
 pub(crate) mod host;

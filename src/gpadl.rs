@@ -100,7 +100,7 @@ impl GpadlEntry {
     /// Waits until teardown, which owns this entry's deletion, has deleted the GPADL.
     fn wait_orphaned(&self) {
         while self.state.load() != ORPHANED {
-            core::hint::spin_loop();
+            crate::spin::relax();
         }
     }
 }
@@ -497,7 +497,7 @@ impl<H: ChannelHandler, B: OwnedBuffer<Page>> Drop for Gpadl<H, B> {
             }
             // Only LIVE, DELETING and ORPHANED are reachable while the handle lives; a failed
             // exchange means another one just happened, so look again.
-            core::hint::spin_loop();
+            crate::spin::relax();
         }
     }
 }

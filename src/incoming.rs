@@ -413,7 +413,7 @@ impl PendSlot {
             if self.state.load() != SLOT_BUSY {
                 return false;
             }
-            core::hint::spin_loop();
+            crate::spin::relax();
         }
     }
 

@@ -79,6 +79,7 @@ mod packet;
 mod pool;
 mod routes;
 mod rundown;
+pub mod spin;
 mod state;
 mod status;
 #[cfg(any(kmcl_kmdf, docsrs))]

@@ -43,7 +43,7 @@ impl Rundown {
     pub(crate) fn run_down(&self) {
         self.0.fetch_or(CLOSED, Ordering::AcqRel);
         while self.0.load(Ordering::Acquire) != CLOSED {
-            core::hint::spin_loop();
+            crate::spin::relax();
         }
     }
 }

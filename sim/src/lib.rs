@@ -96,7 +96,7 @@ mod model;
 mod threads;
 mod verifier;
 
-pub use base::{scope, status};
+pub use base::{schedule, scope, status};
 pub use model::irql;
 
 pub use abi::slots::{

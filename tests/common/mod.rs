@@ -10,7 +10,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vmbus_kmcl::sys::GUID;
 use vmbus_kmcl::{
@@ -112,14 +112,13 @@ impl Rig {
 /// Every emulated interface version, for tests that must hold on all of them.
 pub const ALL_VERSIONS: [SimVersion; 5] = SimVersion::ALL;
 
-/// Polls `condition` for up to 5 s.
+/// Polls `condition` for up to 5 s (virtual time under a seeded schedule).
 pub fn wait_until(condition: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
+    for _ in 0..25_000 {
         if condition() {
             return true;
         }
-        std::thread::sleep(Duration::from_micros(200));
+        vmbus_kmcl_sim::schedule::sleep(Duration::from_micros(200));
     }
     condition()
 }

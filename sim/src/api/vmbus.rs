@@ -47,6 +47,8 @@ impl Vmbus {
     #[must_use]
     pub fn new(config: VmbusConfig) -> Self {
         crate::model::irql::install_irql_model();
+        // The library's busy waits give the turn away under a seeded schedule.
+        vmbus_kmcl::spin::set_spin_hook(Some(crate::base::schedule::spin_hook));
         let bus = Arc::new(Bus {
             config,
             context: registry::synthetic_handle(),

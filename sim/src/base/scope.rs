@@ -9,6 +9,8 @@
 
 use core::cell::Cell;
 
+use super::schedule::{self, Point};
+
 thread_local! {
     /// Nesting depth of emulator scopes on this thread.
     static EMULATOR_DEPTH: Cell<u32> = const { Cell::new(0) };
@@ -36,7 +38,9 @@ pub fn in_emulator() -> bool {
 pub(crate) struct EmulatorScope(());
 
 impl EmulatorScope {
+    /// Enters emulator code: a switch point under a seeded schedule.
     pub(crate) fn enter() -> Self {
+        schedule::switch(Point::Enter);
         let _ = EMULATOR_DEPTH.try_with(|d| d.set(d.get().saturating_add(1)));
         Self(())
     }
@@ -45,6 +49,7 @@ impl EmulatorScope {
 impl Drop for EmulatorScope {
     fn drop(&mut self) {
         let _ = EMULATOR_DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
+        schedule::switch(Point::Leave);
     }
 }
 
@@ -56,7 +61,9 @@ pub(crate) struct DriverScope {
 }
 
 impl DriverScope {
+    /// Calls into the driver: a switch point under a seeded schedule.
     pub(crate) fn enter() -> Self {
+        schedule::switch(Point::Call);
         Self {
             depth: EMULATOR_DEPTH.try_with(|d| d.replace(0)).unwrap_or(0),
             driver: DRIVER.try_with(|d| d.replace(true)).unwrap_or(false),
@@ -69,6 +76,7 @@ impl Drop for DriverScope {
         let (depth, driver) = (self.depth, self.driver);
         let _ = EMULATOR_DEPTH.try_with(|d| d.set(depth));
         let _ = DRIVER.try_with(|d| d.set(driver));
+        schedule::switch(Point::Return);
     }
 }
 

@@ -6,7 +6,9 @@
 //! The threads layer decides what runs on a worker; the channel model keeps
 //! its workers (to join them when the channel closes) without knowing what they run.
 
-use std::thread::{self, JoinHandle, ThreadId};
+use std::thread::{self, ThreadId};
+
+use super::schedule::{self, JoinHandle};
 
 /// A started emulator thread; joined with [`Worker::join`].
 #[derive(Debug)]
@@ -18,12 +20,13 @@ pub(crate) struct Worker {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct WorkerId(ThreadId);
 
-/// Starts a thread named `name` running `f`.
+/// Starts a thread named `name` running `f`; started by a thread under a seeded schedule, it
+/// takes part in that schedule.
 ///
 /// # Errors
 /// The operating system refused to create the thread.
 pub(crate) fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<Worker> {
-    let handle = thread::Builder::new().name(name).spawn(f)?;
+    let handle = schedule::spawn(name, f)?;
     Ok(Worker { handle })
 }
 
@@ -38,8 +41,8 @@ impl Worker {
         WorkerId(self.handle.thread().id())
     }
 
-    /// Waits until the thread has ended (a panic in it is ignored). Never call it on the
-    /// calling thread's own worker.
+    /// Waits until the thread has ended (a panic in it is ignored); under a seeded schedule
+    /// the wait hands the turn on. Never call it on the calling thread's own worker.
     pub(crate) fn join(self) {
         let _ = self.handle.join();
     }

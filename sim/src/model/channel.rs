@@ -14,14 +14,13 @@
 //!
 //! [`HostDevice`]: crate::HostDevice
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use vmbus_kmcl::sys::{GUID, NTSTATUS, PFN_VMB_CHANNEL_PNP_FAILURE};
 
-use crate::base::event::{Event, lock, wait_until};
+use crate::base::event::{Event, Locked, Rendezvous, lock, wait_until};
 use crate::base::spawn::{self, Worker, WorkerId};
 use crate::base::status::{
     STATUS_CANCELLED, STATUS_DEVICE_NOT_CONNECTED, STATUS_DEVICE_REMOVED,
@@ -34,7 +33,7 @@ use crate::model::gpadl::GpadlMapping;
 use crate::model::host::{HostCommand, HostDevice, HostSide};
 use crate::model::incoming::{InPacket, Received};
 use crate::model::offer::OfferShared;
-use crate::model::outgoing::{Frame, SyncWait, Tx, Work};
+use crate::model::outgoing::{Frame, Tx, Work};
 use crate::model::registry;
 use crate::ring::{Ring, RingReader, RingWriter};
 use crate::verifier::report::{VerifierReport, ViolationKind};
@@ -106,7 +105,7 @@ pub(crate) struct Inner {
     /// Frames waiting for ring space, in order.
     pub(crate) send_queue: VecDeque<Frame>,
     /// Transactions waiting for their completion.
-    pub(crate) tx: HashMap<u64, Tx>,
+    pub(crate) tx: BTreeMap<u64, Tx>,
     pub(crate) next_txid: u64,
     /// Recently finished transaction IDs (to tell duplicate from forged completions).
     pub(crate) finished: VecDeque<u64>,
@@ -224,7 +223,7 @@ impl Channel {
                 offer: None,
                 writer: None,
                 send_queue: VecDeque::new(),
-                tx: HashMap::new(),
+                tx: BTreeMap::new(),
                 next_txid: 1,
                 finished: VecDeque::new(),
                 work: VecDeque::new(),
@@ -422,13 +421,13 @@ impl Channel {
     pub(crate) fn enable_opened(
         self: &Arc<Self>,
         opening: &Opening,
-        opened_rx: &mpsc::Receiver<NTSTATUS>,
+        opened: &Rendezvous<NTSTATUS>,
     ) -> Result<(), NTSTATUS> {
         let cbs = opening.cbs;
         let pause_on_enable = opening.pause_on_enable;
         let fail = |status: NTSTATUS| self.enable_failed(opening, status);
-        let open_status = opened_rx
-            .recv_timeout(self.bus.config.drain_timeout.saturating_mul(4))
+        let open_status = opened
+            .take_within(self.bus.config.drain_timeout.saturating_mul(4))
             .unwrap_or(STATUS_UNSUCCESSFUL);
         if !nt_success(open_status) {
             self.stop_host();
@@ -566,7 +565,7 @@ impl Channel {
     }
 
     /// Waits until no packet callback runs and no re-delivery is queued (bounded).
-    fn wait_quiet<'a>(&'a self, inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+    fn wait_quiet<'a>(&'a self, inner: Locked<'a, Inner>) -> Locked<'a, Inner> {
         let timeout = self.bus.config.drain_timeout;
         let (inner, _) = wait_until(&self.cv, inner, timeout, |i| {
             i.in_callback == 0 && i.passive.is_empty() && i.redeliver.is_empty()
@@ -614,7 +613,7 @@ impl Channel {
         for f in queued {
             f.cancel(inner, status);
         }
-        let txs: Vec<(u64, Tx)> = inner.tx.drain().collect();
+        let txs: Vec<(u64, Tx)> = core::mem::take(&mut inner.tx).into_iter().collect();
         for (_, t) in txs {
             match t {
                 Tx::Packet(p) => inner.work.push_back(Work::Complete {
@@ -622,7 +621,7 @@ impl Channel {
                     status,
                     response: Vec::new(),
                 }),
-                Tx::Sync(w) => SyncWait::fulfill(&w, status, Vec::new()),
+                Tx::Sync(w) => w.put((status, Vec::new())),
                 Tx::Abandoned | Tx::Detached => {}
             }
         }

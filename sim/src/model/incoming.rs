@@ -2,12 +2,12 @@
 //! and the incoming packet objects (`VMBPACKETCOMPLETION`). The callback ("DPC") thread and
 //! the passive worker that run this are `threads::dpc` and `threads::passive`.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use vmbus_kmcl::Irql;
 use vmbus_kmcl::sys::{MDL, NTSTATUS, VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA};
 
-use crate::base::event::lock;
+use crate::base::event::{Locked, lock};
 use crate::base::memory::{HostBuffer, OwnedMdl, PAGE_SIZE};
 use crate::base::status::{
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_PENDING, STATUS_SUCCESS,
@@ -254,9 +254,7 @@ pub(crate) fn complete_transaction(ch: &Arc<Channel>, r: &Received) {
         .unwrap_or(STATUS_SUCCESS);
     match entry {
         Some(Tx::Packet(p)) => deliver_completion(&p, status, &r.payload),
-        Some(Tx::Sync(w)) => {
-            crate::model::outgoing::SyncWait::fulfill(&w, status, r.payload.clone())
-        }
+        Some(Tx::Sync(w)) => w.put((status, r.payload.clone())),
         Some(Tx::Abandoned) => ch.bus.bump(Counter::Late),
         Some(Tx::Detached) | None => {}
     }
@@ -468,7 +466,7 @@ fn consume<'a>(
     pkt: &'a Arc<InPacket>,
     slot: &'static str,
     twice: &'static str,
-) -> Option<MutexGuard<'a, Inner>> {
+) -> Option<Locked<'a, Inner>> {
     let ch = &pkt.channel;
     {
         let mut st = lock(&pkt.st);

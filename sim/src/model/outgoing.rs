@@ -1,15 +1,15 @@
 //! Outgoing packets: packet objects, the send path, transactions and synchronous requests.
 
 use core::ptr::NonNull;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use vmbus_kmcl::sys::{
     MDL, NTSTATUS, VMBUS_CHANNEL_FORMAT_FLAG_FORCE_MDL_LENGTH,
     VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION, VMBUS_CHANNEL_FORMAT_FLAGS,
 };
 
-use crate::base::event::{lock, wait_until};
+use crate::base::event::lock;
 use crate::base::memory::{self, ChainError, MdlSpan, PAGE_SIZE, pfn_of};
 use crate::base::status::{
     STATUS_BUFFER_OVERFLOW, STATUS_CANCELLED, STATUS_DEVICE_REMOVED, STATUS_INVALID_DEVICE_STATE,
@@ -124,28 +124,8 @@ impl OutPacket {
     }
 }
 
-/// A synchronous request's rendezvous.
-#[derive(Default)]
-pub(crate) struct SyncWait {
-    result: Mutex<Option<(NTSTATUS, Vec<u8>)>>,
-    cv: Condvar,
-}
-
-impl SyncWait {
-    pub(crate) fn fulfill(this: &Arc<Self>, status: NTSTATUS, response: Vec<u8>) {
-        let mut r = lock(&this.result);
-        if r.is_none() {
-            *r = Some((status, response));
-        }
-        this.cv.notify_all();
-    }
-
-    fn wait(&self, timeout: Duration) -> Option<(NTSTATUS, Vec<u8>)> {
-        let r = lock(&self.result);
-        let (mut r, _) = wait_until(&self.cv, r, timeout, |r| r.is_some());
-        r.take()
-    }
-}
+/// A synchronous request's rendezvous: the status and the response.
+pub(crate) type SyncWait = crate::base::event::Rendezvous<(NTSTATUS, Vec<u8>)>;
 
 /// Who is waiting for a frame.
 pub(crate) enum Owner {
@@ -180,7 +160,7 @@ impl Frame {
                 status,
                 response: Vec::new(),
             }),
-            Owner::Sync { waiter, .. } => SyncWait::fulfill(&waiter, status, Vec::new()),
+            Owner::Sync { waiter, .. } => waiter.put((status, Vec::new())),
             Owner::Completion => {}
         }
     }
@@ -332,7 +312,7 @@ impl Channel {
             Owner::Sync {
                 waiter,
                 wait: false,
-            } => SyncWait::fulfill(&waiter, STATUS_SUCCESS, Vec::new()),
+            } => waiter.put((STATUS_SUCCESS, Vec::new())),
             Owner::Completion => {}
         }
         self.cv.notify_all();
@@ -911,10 +891,8 @@ pub(crate) fn send_sync(
         }
         return STATUS_SUCCESS;
     };
-    let deadline = Instant::now().checked_add(wait_for);
-    let result = waiter.wait(wait_for);
+    let result = waiter.take_within(wait_for);
     let Some((status, response)) = result else {
-        let _ = deadline;
         let mut inner = lock(&ch.inner);
         if let Some(t) = inner.tx.get_mut(&txid) {
             *t = Tx::Abandoned;

@@ -4,12 +4,12 @@
 //! [`HostDevice`]: crate::HostDevice
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc};
 
 use vmbus_kmcl::sys::NTSTATUS;
 
-use crate::base::event::lock;
+use crate::base::event::{Rendezvous, lock};
 use crate::base::memory::PAGE_SIZE;
 use crate::base::status::{STATUS_DEVICE_REMOVED, STATUS_SUCCESS, STATUS_UNSUCCESSFUL};
 use crate::model::channel::{Channel, POLL};
@@ -31,7 +31,7 @@ pub(crate) fn host_main(
     ch: &Arc<Channel>,
     mut device: Box<dyn HostDevice>,
     offer: &Arc<OfferShared>,
-    opened: &mpsc::Sender<NTSTATUS>,
+    opened: &Rendezvous<NTSTATUS>,
 ) {
     let _emulator = crate::base::scope::EmulatorScope::enter();
     registry::set_current_bus(&ch.bus);
@@ -59,7 +59,7 @@ pub(crate) fn host_main(
         guarded(ch, || device.on_close(&mut hc));
         status = STATUS_DEVICE_REMOVED;
     }
-    let _ = opened.send(status);
+    opened.put(status);
     if status != STATUS_SUCCESS {
         offer.return_device(device);
         return;

@@ -1,11 +1,11 @@
 //! `VmbChannelEnable`: the channel model's open phases with the channel's threads started in
 //! between (the host thread, then the callback thread and the passive worker).
 
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 
 use vmbus_kmcl::sys::NTSTATUS;
 
-use crate::base::event::lock;
+use crate::base::event::{Rendezvous, lock};
 use crate::base::spawn::spawn;
 use crate::base::status::STATUS_INSUFFICIENT_RESOURCES;
 use crate::model::channel::Channel;
@@ -19,12 +19,13 @@ pub(crate) fn enable(ch: &Arc<Channel>) -> NTSTATUS {
         Ok(o) => o,
         Err(status) => return status,
     };
-    let (opened_tx, opened_rx) = mpsc::channel();
+    let opened = Arc::new(Rendezvous::default());
     let host_thread = {
         let c = Arc::clone(ch);
         let offer = Arc::clone(&opening.offer);
+        let opened = Arc::clone(&opened);
         spawn(format!("vmbus-host-{:x}", ch.handle), move || {
-            host_main(&c, device, &offer, &opened_tx);
+            host_main(&c, device, &offer, &opened);
         })
     };
     let Ok(host_thread) = host_thread else {
@@ -32,7 +33,7 @@ pub(crate) fn enable(ch: &Arc<Channel>) -> NTSTATUS {
         return ch.enable_failed(&opening, STATUS_INSUFFICIENT_RESOURCES);
     };
     ch.adopt(host_thread);
-    if let Err(status) = ch.enable_opened(&opening, &opened_rx) {
+    if let Err(status) = ch.enable_opened(&opening, &opened) {
         return status;
     }
     let spawned = spawn_callback_threads(ch);

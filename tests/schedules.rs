@@ -253,6 +253,33 @@ fn gpadl_dropped_on_another_thread_during_close() {
     });
 }
 
+/// A GPADL created while the host rescinds the offer: the creation succeeds or fails with
+/// `STATUS_DEVICE_REMOVED`, and the verifier holds nothing against the guest, which cannot see
+/// the rescind coming.
+#[test]
+fn gpadl_created_while_the_host_rescinds() {
+    schedule::sweep(600, SEEDS, |seed| {
+        let rig = rig(version(seed));
+        {
+            let irql = passive();
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
+            let offer = rig.offer.clone();
+            let host = schedule::spawn("host", move || offer.rescind()).unwrap();
+            match channel.create_gpadl(
+                &irql,
+                vec![Page::ZERO; 1].into_boxed_slice(),
+                GpadlFlags::empty(),
+            ) {
+                Ok(gpadl) => drop(gpadl),
+                Err(e) => assert_eq!(e.status, NtStatus::DEVICE_REMOVED, "{:?}", e.status),
+            }
+            host.join().unwrap();
+            channel.close(&irql);
+        }
+        rig.finish();
+    });
+}
+
 /// Pends every packet into a queue for another thread.
 struct Pender {
     queue: Mutex<Vec<PendedPacket<Pender>>>,

@@ -7,7 +7,7 @@ use vmbus_kmcl::sys::{NTSTATUS, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY};
 
 use crate::base::event::lock;
 use crate::base::memory::{self, MdlSpan, PAGE_SIZE, RegionGuard};
-use crate::base::status::{STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS};
+use crate::base::status::{STATUS_DEVICE_REMOVED, STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS};
 use crate::model::channel::{Channel, State};
 use crate::model::host::HostError;
 use crate::verifier::report::ViolationKind;
@@ -166,6 +166,13 @@ pub(crate) fn create(
     out: *mut u32,
 ) -> NTSTATUS {
     let mut inner = lock(&ch.inner);
+    let rescinding = matches!(inner.state, State::Closing)
+        && inner.offer.as_ref().is_some_and(|o| o.is_rescinded());
+    if inner.state == State::HostClosed || rescinding {
+        // The host rescinded the channel: the driver cannot know yet, so the creation fails
+        // as the host's refusal would, without a violation.
+        return STATUS_DEVICE_REMOVED;
+    }
     if !matches!(inner.state, State::Running | State::Paused) {
         let state = inner.state;
         drop(inner);

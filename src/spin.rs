@@ -1,7 +1,7 @@
 //! Busy-wait points. The library spins in three places, each bounded by another thread's
 //! progress: a rundown waiting for its holders to leave, a dropped GPADL waiting for teardown to
 //! finish deleting it, and a pended packet waiting for the thread that has it busy. In a kernel
-//! build [`relax`] is the processor's pause hint. Elsewhere an emulator may install a hook
+//! build each iteration is the processor's pause hint. Elsewhere an emulator may install a hook
 //! ([`set_spin_hook`]) that lets its other threads run: under a deterministic schedule only one
 //! thread runs at a time, and a spinner that never gave way would wait forever.
 

@@ -280,6 +280,33 @@ fn gpadl_created_while_the_host_rescinds() {
     });
 }
 
+/// The owner pauses while the host rescinds: the driver's suspend step runs at most once per
+/// pause (never twice for one pause), closed runs once, nothing leaks.
+#[test]
+fn pause_while_the_host_rescinds() {
+    schedule::sweep(700, SEEDS, |seed| {
+        let rig = rig(version(seed));
+        {
+            let irql = passive();
+            let mut channel = rig.open(&config(), Recorder::new(Incoming::Drop));
+            let offer = rig.offer.clone();
+            let host = schedule::spawn("host", move || offer.rescind()).unwrap();
+            let paused = channel.pause(&irql);
+            host.join().unwrap();
+            let observer = channel.new_ref();
+            channel.close(&irql);
+            let h = observer.handler();
+            assert!(
+                h.suspended.load(Ordering::SeqCst) <= 1,
+                "suspend ran {} times (pause: {paused:?})",
+                h.suspended.load(Ordering::SeqCst)
+            );
+            assert_eq!(h.closed.load(Ordering::SeqCst), 1);
+        }
+        rig.finish();
+    });
+}
+
 /// Pends every packet into a queue for another thread.
 struct Pender {
     queue: Mutex<Vec<PendedPacket<Pender>>>,

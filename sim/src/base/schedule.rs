@@ -368,6 +368,25 @@ impl Scheduler {
         }
     }
 
+    /// The end of the run (`main` returned): threads still running are a finding, and the
+    /// schedule is given up in the same step, so no other thread runs first.
+    fn finish(&self, main: usize) {
+        let mut s = guard(&self.state);
+        s.set_status(main, Status::Done);
+        if !s.free {
+            s.record(main, Point::Exit);
+        }
+        let leftover: Vec<&str> = s
+            .tasks
+            .iter()
+            .filter(|t| t.status != Status::Done)
+            .map(|t| t.name.as_str())
+            .collect();
+        let leftover = (!leftover.is_empty())
+            .then(|| format!("threads still running after the body returned: {leftover:?}"));
+        self.give_up(&mut s, leftover);
+    }
+
     fn add(&self, parent: usize, name: String) -> usize {
         let mut s = guard(&self.state);
         let id = s.tasks.len();
@@ -464,6 +483,18 @@ impl Participant {
     /// someone else ran, or its virtual `deadline` passed. `retry`: this thread only looked at
     /// its condition since its last wait (it changed nothing others could wait for).
     pub(crate) fn wait(&self, deadline: Option<u64>, point: Point, retry: bool) -> Woken {
+        if LOCKS_HELD.try_with(Cell::get).unwrap_or(0) > 0 {
+            // Handing the turn on while holding a lock could leave the next thread blocked on
+            // it with the turn: give the schedule up rather than risk a real deadlock.
+            let mut s = guard(&self.scheduler.state);
+            self.scheduler.give_up(
+                &mut s,
+                Some(format!(
+                    "{point:?} while holding an emulator lock (an emulator bug)"
+                )),
+            );
+            return Woken::Free;
+        }
         self.scheduler.wait(self.id, deadline, point, retry)
     }
 }
@@ -502,6 +533,8 @@ pub struct Run<R> {
 /// Ends a participant's part in the schedule when dropped, even by a panic.
 struct Membership {
     participant: Participant,
+    /// The thread that called [`run`]: its end is the end of the run.
+    main: bool,
 }
 
 impl Drop for Membership {
@@ -512,6 +545,8 @@ impl Drop for Membership {
             let mut s = guard(&p.scheduler.state);
             s.set_status(p.id, Status::Done);
             p.scheduler.give_up(&mut s, None);
+        } else if self.main {
+            p.scheduler.finish(p.id);
         } else {
             p.scheduler.exit(p.id);
         }
@@ -549,19 +584,13 @@ pub fn run<R>(seed: u64, body: impl FnOnce() -> R) -> Run<R> {
         id: 0,
     };
     set_current(Some(participant.clone()));
-    let membership = Membership { participant };
+    let membership = Membership {
+        participant,
+        main: true,
+    };
     let value = body();
     drop(membership);
-    let mut s = guard(&scheduler.state);
-    let leftover: Vec<&str> = s
-        .tasks
-        .iter()
-        .filter(|t| t.status != Status::Done)
-        .map(|t| t.name.as_str())
-        .collect();
-    let leftover = (!leftover.is_empty())
-        .then(|| format!("threads still running after the body returned: {leftover:?}"));
-    scheduler.give_up(&mut s, leftover);
+    let s = guard(&scheduler.state);
     Run {
         value,
         seed,
@@ -698,14 +727,18 @@ pub fn spawn<T: Send + 'static>(
         };
         set_current(Some(participant.clone()));
         participant.scheduler.start(participant.id);
-        let _membership = Membership { participant };
+        let _membership = Membership {
+            participant,
+            main: false,
+        };
         f()
     });
     match spawned {
         Ok(thread) => Ok(JoinHandle { thread, task }),
         Err(e) => {
             if let Some(t) = &task {
-                t.scheduler.exit(t.id);
+                // Never started: it leaves the schedule without taking the caller's turn.
+                guard(&t.scheduler.state).set_status(t.id, Status::Done);
             }
             Err(e)
         }

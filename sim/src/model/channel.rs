@@ -147,6 +147,19 @@ pub(crate) struct Inner {
     pub(crate) cleaned: bool,
 }
 
+impl Inner {
+    /// True once the host has rescinded the channel: closed by the host, or still being
+    /// closed by its rescind. The driver cannot see that coming, so a call that meets it fails
+    /// (or does nothing) as it would on a host-closed channel, without a violation.
+    pub(crate) fn host_took_it_away(&self) -> bool {
+        match self.state {
+            State::HostClosed => true,
+            State::Closing => self.offer.as_ref().is_some_and(|o| o.is_rescinded()),
+            _ => false,
+        }
+    }
+}
+
 /// What `VmbChannelEnable` carries from [`Channel::enable_begin`] to its later phases.
 pub(crate) struct Opening {
     /// The driver's state callbacks as they were when the enable began.
@@ -724,6 +737,8 @@ impl Channel {
             }
             State::Running => {}
             State::Paused | State::HostClosed => return,
+            // The host's rescind is closing the channel: nothing left to pause.
+            State::Closing if inner.host_took_it_away() => return,
             State::Opening | State::Closing => {
                 drop(inner);
                 self.violation(

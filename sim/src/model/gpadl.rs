@@ -166,9 +166,7 @@ pub(crate) fn create(
     out: *mut u32,
 ) -> NTSTATUS {
     let mut inner = lock(&ch.inner);
-    let rescinding = matches!(inner.state, State::Closing)
-        && inner.offer.as_ref().is_some_and(|o| o.is_rescinded());
-    if inner.state == State::HostClosed || rescinding {
+    if inner.host_took_it_away() {
         // The host rescinded the channel: the driver cannot know yet, so the creation fails
         // as the host's refusal would, without a violation.
         return STATUS_DEVICE_REMOVED;

@@ -408,12 +408,10 @@ impl Channel {
     fn check_sendable(&self, inner: &Inner, slot: &'static str) -> Result<(), NTSTATUS> {
         match inner.state {
             State::Running => Ok(()),
-            State::HostClosed => Err(STATUS_DEVICE_REMOVED),
-            // The host is closing the channel (a rescind in progress): the driver cannot know
-            // yet, so the send fails as it will once the close is done, without a violation.
-            State::Closing if inner.offer.as_ref().is_some_and(|o| o.is_rescinded()) => {
-                Err(STATUS_DEVICE_REMOVED)
-            }
+            // The host closed the channel, or its rescind is closing it: the driver cannot
+            // know yet, so the send fails as it will once the close is done, without a
+            // violation.
+            _ if inner.host_took_it_away() => Err(STATUS_DEVICE_REMOVED),
             other => {
                 self.violation(
                     slot,

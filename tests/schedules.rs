@@ -307,6 +307,94 @@ fn pause_while_the_host_rescinds() {
     });
 }
 
+/// A synchronous request waits for its response on another thread while the owner closes: it
+/// returns the echoed bytes or an error (cancelled, device state), never hangs the close, and
+/// nothing leaks.
+#[test]
+fn synchronous_request_while_closing() {
+    schedule::sweep(800, SEEDS, |seed| {
+        let rig = rig(version(seed));
+        {
+            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
+            let requester = channel.new_ref();
+            let thread = schedule::spawn("requester", move || {
+                let mut response = [0_u8; 8];
+                requester
+                    .send_synchronous(
+                        &passive(),
+                        b"request!",
+                        SendFlags::empty(),
+                        &mut response,
+                        std::time::Duration::from_secs(1),
+                    )
+                    .map(|n| response[..n].to_vec())
+            })
+            .unwrap();
+            schedule::yield_now();
+            channel.close(&passive());
+            match thread.join().unwrap() {
+                Ok(response) => assert_eq!(response, b"request!"),
+                Err(status) => assert!(
+                    matches!(status, NtStatus::CANCELLED | NtStatus::INVALID_DEVICE_STATE),
+                    "{status:?}"
+                ),
+            }
+        }
+        rig.finish();
+    });
+}
+
+/// Start races a host rescind after a pause: started runs at most once, closed once, and the
+/// verifier holds nothing against the guest.
+#[test]
+fn start_while_the_host_rescinds() {
+    schedule::sweep(900, SEEDS, |seed| {
+        let rig = rig(version(seed));
+        {
+            let irql = passive();
+            let mut channel = rig.open(&config(), Recorder::new(Incoming::Drop));
+            channel.pause(&irql).unwrap();
+            let offer = rig.offer.clone();
+            let host = schedule::spawn("host", move || offer.rescind()).unwrap();
+            let started = channel.start(&irql);
+            host.join().unwrap();
+            let observer = channel.new_ref();
+            channel.close(&irql);
+            let h = observer.handler();
+            assert!(
+                h.started.load(Ordering::SeqCst) <= 2,
+                "started ran {} times (start: {started:?})",
+                h.started.load(Ordering::SeqCst)
+            );
+            assert_eq!(h.closed.load(Ordering::SeqCst), 1);
+        }
+        rig.finish();
+    });
+}
+
+/// The last `ChannelRef` is dropped on another thread while the owner closes: the channel is
+/// released once, after the close, by whichever drop is last.
+#[test]
+fn last_reference_dropped_on_another_thread() {
+    schedule::sweep(1000, SEEDS, |seed| {
+        let rig = rig(version(seed));
+        {
+            let channel = rig.open(&config(), Recorder::new(Incoming::CompleteReversed));
+            let reference = channel.new_ref();
+            rig.offer.host_send(b"host one", true).unwrap();
+            let thread = schedule::spawn("holder", move || {
+                schedule::yield_now();
+                let _ = reference.send(b"last", SendFlags::empty(), 7);
+                drop(reference);
+            })
+            .unwrap();
+            channel.close(&passive());
+            thread.join().unwrap();
+        }
+        rig.finish();
+    });
+}
+
 /// Pends every packet into a queue for another thread.
 struct Pender {
     queue: Mutex<Vec<PendedPacket<Pender>>>,

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use common::{Incoming, Recorder, passive, rig, wait_until};
 use vmbus_kmcl::{
-    ChannelConfig, ChannelCore, ChannelHandler, Completion, GpadlFlags, IncomingPacket, NtStatus,
-    Page, PendedPacket, SendFlags,
+    Channel, ChannelConfig, ChannelCore, ChannelHandler, Completion, GpadlFlags, IncomingPacket,
+    NtStatus, Page, PassiveLevel, PendedPacket, SendFlags,
 };
 use vmbus_kmcl_sim::InterfaceVersion as SimVersion;
 use vmbus_kmcl_sim::schedule;
@@ -253,57 +253,74 @@ fn gpadl_dropped_on_another_thread_during_close() {
     });
 }
 
-/// A GPADL created while the host rescinds the offer: the creation succeeds or fails with
-/// `STATUS_DEVICE_REMOVED`, and the verifier holds nothing against the guest, which cannot see
-/// the rescind coming.
+/// Opens a channel under `seed`, runs `op` on it while a second thread rescinds the offer, then
+/// closes it and hands the handler to `check`; the verifier must end clean (it holds nothing
+/// against a guest that cannot see the rescind coming).
+fn while_the_host_rescinds(
+    seed: u64,
+    op: impl FnOnce(&mut Channel<Recorder>, &PassiveLevel),
+    check: impl FnOnce(&Recorder),
+) {
+    let rig = rig(version(seed));
+    {
+        let irql = passive();
+        let mut channel = rig.open(&config(), Recorder::new(Incoming::Drop));
+        let offer = rig.offer.clone();
+        let host = schedule::spawn("host", move || offer.rescind()).unwrap();
+        op(&mut channel, &irql);
+        host.join().unwrap();
+        let observer = channel.new_ref();
+        channel.close(&irql);
+        assert_eq!(observer.handler().closed.load(Ordering::SeqCst), 1);
+        check(observer.handler());
+    }
+    rig.finish();
+}
+
+/// A GPADL created while the host rescinds: it succeeds or fails with `STATUS_DEVICE_REMOVED`.
 #[test]
 fn gpadl_created_while_the_host_rescinds() {
     schedule::sweep(600, SEEDS, |seed| {
-        let rig = rig(version(seed));
-        {
-            let irql = passive();
-            let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
-            let offer = rig.offer.clone();
-            let host = schedule::spawn("host", move || offer.rescind()).unwrap();
-            match channel.create_gpadl(
-                &irql,
-                vec![Page::ZERO; 1].into_boxed_slice(),
-                GpadlFlags::empty(),
-            ) {
+        let op = |channel: &mut Channel<Recorder>, irql: &PassiveLevel| {
+            let buffer = vec![Page::ZERO; 1].into_boxed_slice();
+            match channel.create_gpadl(irql, buffer, GpadlFlags::empty()) {
                 Ok(gpadl) => drop(gpadl),
                 Err(e) => assert_eq!(e.status, NtStatus::DEVICE_REMOVED, "{:?}", e.status),
             }
-            host.join().unwrap();
-            channel.close(&irql);
-        }
-        rig.finish();
+        };
+        while_the_host_rescinds(seed, op, |_| {});
     });
 }
 
-/// The owner pauses while the host rescinds: the driver's suspend step runs at most once per
-/// pause (never twice for one pause), closed runs once, nothing leaks.
+/// A pause while the host rescinds: the driver's suspend step runs at most once.
 #[test]
 fn pause_while_the_host_rescinds() {
     schedule::sweep(700, SEEDS, |seed| {
-        let rig = rig(version(seed));
-        {
-            let irql = passive();
-            let mut channel = rig.open(&config(), Recorder::new(Incoming::Drop));
-            let offer = rig.offer.clone();
-            let host = schedule::spawn("host", move || offer.rescind()).unwrap();
-            let paused = channel.pause(&irql);
-            host.join().unwrap();
-            let observer = channel.new_ref();
-            channel.close(&irql);
-            let h = observer.handler();
-            assert!(
-                h.suspended.load(Ordering::SeqCst) <= 1,
-                "suspend ran {} times (pause: {paused:?})",
-                h.suspended.load(Ordering::SeqCst)
-            );
-            assert_eq!(h.closed.load(Ordering::SeqCst), 1);
-        }
-        rig.finish();
+        while_the_host_rescinds(
+            seed,
+            // Refused or done: either is right once the host may have closed the channel.
+            |channel, irql| {
+                let _ = channel.pause(irql);
+            },
+            |h| assert!(h.suspended.load(Ordering::SeqCst) <= 1, "suspend ran twice"),
+        );
+    });
+}
+
+/// A start after a pause, racing the rescind: started runs at most once more than the open's.
+#[test]
+fn start_while_the_host_rescinds() {
+    schedule::sweep(900, SEEDS, |seed| {
+        while_the_host_rescinds(
+            seed,
+            |channel, irql| {
+                // The rescind may already have closed the channel before the pause.
+                if channel.pause(irql).is_ok() {
+                    let _ = channel.start(irql);
+                }
+            },
+            |h| assert!(h.started.load(Ordering::SeqCst) <= 2, "started ran 3 times"),
+        );
     });
 }
 
@@ -339,34 +356,6 @@ fn synchronous_request_while_closing() {
                     "{status:?}"
                 ),
             }
-        }
-        rig.finish();
-    });
-}
-
-/// Start races a host rescind after a pause: started runs at most once, closed once, and the
-/// verifier holds nothing against the guest.
-#[test]
-fn start_while_the_host_rescinds() {
-    schedule::sweep(900, SEEDS, |seed| {
-        let rig = rig(version(seed));
-        {
-            let irql = passive();
-            let mut channel = rig.open(&config(), Recorder::new(Incoming::Drop));
-            channel.pause(&irql).unwrap();
-            let offer = rig.offer.clone();
-            let host = schedule::spawn("host", move || offer.rescind()).unwrap();
-            let started = channel.start(&irql);
-            host.join().unwrap();
-            let observer = channel.new_ref();
-            channel.close(&irql);
-            let h = observer.handler();
-            assert!(
-                h.started.load(Ordering::SeqCst) <= 2,
-                "started ran {} times (start: {started:?})",
-                h.started.load(Ordering::SeqCst)
-            );
-            assert_eq!(h.closed.load(Ordering::SeqCst), 1);
         }
         rig.finish();
     });

@@ -369,16 +369,17 @@ pub fn run(options: &Options) -> Report {
     report
 }
 
-/// Waits (polling) until `done` holds or `timeout` passes.
+/// Waits (polling every millisecond) until `done` holds or `timeout` passes; in virtual time
+/// under a seeded schedule.
 fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() >= deadline {
-            return done();
+    let polls = timeout.as_millis().max(1);
+    for _ in 0..polls {
+        if done() {
+            return true;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        vmbus_kmcl_sim::schedule::sleep(Duration::from_millis(1));
     }
-    true
+    done()
 }
 
 /// True for the failure a hostile host's first bulk/sync answer causes.

@@ -4,11 +4,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::thread::{JoinHandle, ThreadId};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use vmbus_echo::client::{EchoClient, Platform};
 use vmbus_kmcl::ChannelRef;
+use vmbus_kmcl_sim::schedule::{self, JoinHandle};
 use vmbus_kmcl_sim::scope;
 
 /// How long the ack worker sleeps without a signal before it looks at the queue anyway.
@@ -29,11 +30,16 @@ struct AckSignal {
 /// variable), and the signal of the [`AckWorker`]: the host counterparts of the driver's
 /// `KeQueryPerformanceCounter`, `KEVENT` and `WdfWorkItemEnqueue`.
 ///
+/// Created inside a seeded schedule (`vmbus_kmcl_sim::schedule::run`), its clock is the run's
+/// virtual time and its waits hand the turn on, so the echo client runs under schedules too.
+///
 /// It also records which threads took part in acknowledging host packets, so tests can check
 /// that the acknowledgements were sent from another thread than the one that received them.
 #[derive(Debug)]
 pub struct StdPlatform {
     origin: Instant,
+    /// The schedule's virtual time at creation, when created under one.
+    virtual_origin: Option<Duration>,
     signalled: Mutex<bool>,
     cv: Condvar,
     acks: Mutex<AckSignal>,
@@ -54,6 +60,7 @@ impl StdPlatform {
     pub fn new() -> Self {
         Self {
             origin: Instant::now(),
+            virtual_origin: schedule::now(),
             signalled: Mutex::new(false),
             cv: Condvar::new(),
             acks: Mutex::new(AckSignal::default()),
@@ -109,8 +116,14 @@ impl StdPlatform {
     /// Waits until there is work for the ack worker (or `WORKER_POLL` passed while not held);
     /// `false` when it must stop.
     fn wait_for_acks(&self) -> bool {
-        let mut signal = self.ack_signal();
         loop {
+            let (mut signal, timed_out) = schedule::wait_timeout_while(
+                &self.acks,
+                self.ack_signal(),
+                &self.acks_cv,
+                WORKER_POLL,
+                |s| !s.stop && (s.held || !s.queued),
+            );
             if signal.stop {
                 return false;
             }
@@ -118,12 +131,7 @@ impl StdPlatform {
                 signal.queued = false;
                 return true;
             }
-            let (next, timeout) = self
-                .acks_cv
-                .wait_timeout(signal, WORKER_POLL)
-                .unwrap_or_else(PoisonError::into_inner);
-            signal = next;
-            if timeout.timed_out() && !signal.held && !signal.stop {
+            if timed_out && !signal.held {
                 return true;
             }
         }
@@ -143,7 +151,11 @@ impl Default for StdPlatform {
 
 impl Platform for StdPlatform {
     fn now_ns(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        let elapsed = match (self.virtual_origin, schedule::now()) {
+            (Some(origin), Some(now)) => now.saturating_sub(origin),
+            _ => self.origin.elapsed(),
+        };
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn prepare_wait(&self) {
@@ -156,13 +168,13 @@ impl Platform for StdPlatform {
     }
 
     fn wait(&self, timeout_ns: u64) {
-        let guard = self.flag();
-        let _ = self
-            .cv
-            .wait_timeout_while(guard, Duration::from_nanos(timeout_ns), |signalled| {
-                !*signalled
-            })
-            .unwrap_or_else(PoisonError::into_inner);
+        let _ = schedule::wait_timeout_while(
+            &self.signalled,
+            self.flag(),
+            &self.cv,
+            Duration::from_nanos(timeout_ns),
+            |signalled| !*signalled,
+        );
     }
 
     fn acks_queued(&self) {
@@ -194,9 +206,8 @@ impl AckWorker {
     /// The error of spawning the thread.
     pub fn start(channel: ChannelRef<EchoClient<StdPlatform>>) -> std::io::Result<Self> {
         let worker = channel.clone();
-        let thread = std::thread::Builder::new()
-            .name("echo-ack-worker".to_owned())
-            .spawn(move || work(&worker))?;
+        // A plain thread, or a participant when started under a seeded schedule.
+        let thread = schedule::spawn("echo-ack-worker", move || work(&worker))?;
         Ok(Self {
             channel,
             thread: Some(thread),

@@ -703,6 +703,12 @@ impl<T> JoinHandle<T> {
     pub fn thread(&self) -> &std::thread::Thread {
         self.thread.thread()
     }
+
+    /// True once the thread's closure has returned (as [`std::thread::JoinHandle::is_finished`]).
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
 }
 
 /// Starts a thread named `name` that takes part in the current schedule (outside a schedule, a
@@ -778,6 +784,59 @@ pub fn sleep(duration: Duration) {
             }
         }
     }
+}
+
+/// The current run's virtual time (since [`run`] started), `None` outside a schedule: the clock
+/// of a platform layer that must agree with the emulator's virtual timeouts.
+#[must_use]
+pub fn now() -> Option<Duration> {
+    current().map(|p| Duration::from_nanos(guard(&p.scheduler.state).now))
+}
+
+/// [`std::sync::Condvar::wait_timeout_while`] for test and platform code whose thread may run
+/// under a schedule: waits on `cv` while `condition` holds, at most `timeout`, and returns the
+/// guard and whether the wait timed out. Under a schedule the mutex is released and the turn
+/// handed on between looks, and `timeout` is virtual; `guard` must be `mutex`'s.
+///
+/// # Panics
+/// If `mutex` is poisoned.
+#[allow(
+    clippy::expect_used,
+    reason = "a test helper: a poisoned mutex means another test thread already failed"
+)]
+pub fn wait_timeout_while<'a, T>(
+    mutex: &'a Mutex<T>,
+    guard: MutexGuard<'a, T>,
+    cv: &Condvar,
+    timeout: Duration,
+    mut condition: impl FnMut(&mut T) -> bool,
+) -> (MutexGuard<'a, T>, bool) {
+    let mut guard = guard;
+    if let Some(me) = current() {
+        let deadline = me.deadline(timeout);
+        let mut retry = false;
+        loop {
+            if !condition(&mut guard) {
+                return (guard, false);
+            }
+            drop(guard);
+            let woken = me.wait(Some(deadline), Point::Wait, retry);
+            retry = true;
+            guard = mutex.lock().expect("mutex poisoned");
+            match woken {
+                Woken::Turn { timed_out: false } => {}
+                Woken::Turn { timed_out: true } => {
+                    let waiting = condition(&mut guard);
+                    return (guard, waiting);
+                }
+                Woken::Free => break,
+            }
+        }
+    }
+    let (guard, result) = cv
+        .wait_timeout_while(guard, timeout, condition)
+        .expect("mutex poisoned");
+    (guard, result.timed_out())
 }
 
 /// True if this thread runs under a seeded schedule that has not been given up (after a

@@ -47,6 +47,18 @@ fn send_pings(count: u64, send: impl Fn(u64) -> vmbus_kmcl::Result<()>) -> u64 {
     (0..count).filter(|&i| send(i).is_ok()).count() as u64
 }
 
+/// A scheduled thread that sends `count` pings (contexts 0..count) through its own
+/// `ChannelRef` and returns how many were accepted.
+fn spawn_sender(channel: &Channel<Recorder>, count: u64) -> schedule::JoinHandle<u64> {
+    let sender = channel.new_ref();
+    schedule::spawn("sender", move || {
+        send_pings(count, |i| {
+            sender.send(&i.to_le_bytes(), SendFlags::WAIT_FOR_COMPLETION, i)
+        })
+    })
+    .unwrap()
+}
+
 /// Every accepted send completed exactly once, each context once.
 fn assert_each_completed_once(recorder: &Recorder, accepted: u64) {
     let completions = recorder.completions.lock().unwrap();
@@ -152,14 +164,8 @@ fn drop_while_another_thread_sends() {
         let rig = rig(version(seed));
         {
             let channel = rig.open(&config(), Recorder::new(Incoming::Drop));
-            let sender = channel.new_ref();
             let observer = channel.new_ref();
-            let thread = schedule::spawn("sender", move || {
-                send_pings(8, |i| {
-                    sender.send(&i.to_le_bytes(), SendFlags::WAIT_FOR_COMPLETION, i)
-                })
-            })
-            .unwrap();
+            let thread = spawn_sender(&channel, 8);
             schedule::yield_now();
             drop(channel);
             let accepted = thread.join().unwrap();
@@ -181,14 +187,8 @@ fn pause_and_start_while_another_thread_sends() {
         {
             let irql = passive();
             let mut channel = rig.open(&config(), Recorder::new(Incoming::Drop));
-            let sender = channel.new_ref();
             let observer = channel.new_ref();
-            let thread = schedule::spawn("sender", move || {
-                send_pings(8, |i| {
-                    sender.send(&i.to_le_bytes(), SendFlags::WAIT_FOR_COMPLETION, i)
-                })
-            })
-            .unwrap();
+            let thread = spawn_sender(&channel, 8);
             for _ in 0..2 {
                 channel.pause(&irql).unwrap();
                 channel.start(&irql).unwrap();
@@ -208,14 +208,8 @@ fn rescind_while_sending_and_closing() {
         let rig = rig(version(seed));
         {
             let channel = rig.open(&config(), Recorder::new(Incoming::CompleteReversed));
-            let sender = channel.new_ref();
             let observer = channel.new_ref();
-            let thread = schedule::spawn("sender", move || {
-                send_pings(6, |i| {
-                    sender.send(&i.to_le_bytes(), SendFlags::WAIT_FOR_COMPLETION, i)
-                })
-            })
-            .unwrap();
+            let thread = spawn_sender(&channel, 6);
             rig.offer.host_send(b"from host", true).unwrap_or_default();
             rig.offer.rescind();
             channel.close(&passive());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use vmbus_kbd::client::{Counters, KbdConfig, KbdError, Keyboard};
 use vmbus_kbd::protocol::{self, KeyboardInputData, Keystroke};
 use vmbus_kmcl::sys::GUID;
-use vmbus_kmcl::{Irql, KmclInterface, PassiveLevel};
+use vmbus_kmcl::{KmclInterface, PassiveLevel};
 use vmbus_kmcl_sim::{InterfaceVersion, Offer, VerifierReport, Vmbus, VmbusConfig};
 
 use crate::host::{HostConfig, HostControl, KbdHost};
@@ -25,37 +25,22 @@ pub const INSTANCE: GUID = GUID {
 /// How long a rig waits for something the host or the driver does.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// The IRQL model: the emulator's callback ("DPC") threads run at DISPATCH_LEVEL, everything
-/// else at PASSIVE_LEVEL.
-fn modelled_irql() -> Irql {
-    let on_dpc = std::thread::current()
-        .name()
-        .is_some_and(|name| name.starts_with("vmbus-dpc"));
-    if on_dpc {
-        Irql::DISPATCH
-    } else {
-        Irql::PASSIVE
-    }
-}
-
-/// Installs the IRQL model once per process.
+/// Installs the emulator's IRQL model as the library's probe (`Vmbus::new` does it too; it is
+/// idempotent): DISPATCH_LEVEL in packet and completion callbacks on the emulator's callback
+/// threads, PASSIVE_LEVEL in state callbacks and on other threads.
 pub fn install_irql_model() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: the model reports DISPATCH_LEVEL on the emulator's DPC threads, the only
-        // threads the emulator runs above PASSIVE_LEVEL.
-        unsafe { vmbus_kmcl::irql::set_irql_probe(Some(modelled_irql)) };
-    });
+    vmbus_kmcl_sim::install_irql_model();
 }
 
-/// Polls `condition` every 200 µs until it holds or `timeout` passes.
+/// Polls `condition` every 200 µs until it holds or `timeout` passes (virtual time under a
+/// seeded schedule).
 pub fn wait_until(timeout: Duration, condition: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
+    let polls = timeout.as_micros() / 200;
+    for _ in 0..polls.max(1) {
         if condition() {
             return true;
         }
-        std::thread::sleep(Duration::from_micros(200));
+        vmbus_kmcl_sim::schedule::sleep(Duration::from_micros(200));
     }
     condition()
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use vmbus_kbd::client::{InputSink, Platform};
 use vmbus_kbd::protocol::KeyboardInputData;
 use vmbus_kmcl::Irql;
+use vmbus_kmcl_sim::schedule;
 
 /// Records the sink keeps at most; beyond that it takes nothing (as a full class queue).
 pub const SINK_CAPACITY: usize = 1 << 16;
@@ -16,6 +17,8 @@ pub const SINK_CAPACITY: usize = 1 << 16;
 #[derive(Debug)]
 struct Shared {
     origin: Instant,
+    /// The schedule's virtual time at creation, when created under a seeded schedule.
+    virtual_origin: Option<Duration>,
     signalled: Mutex<bool>,
     cv: Condvar,
     records: Mutex<Vec<KeyboardInputData>>,
@@ -29,7 +32,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// `Instant` clock, a manual-reset event, and the recording sink. Cheap to clone: the test
-/// keeps a clone to read what the "class driver" received.
+/// keeps a clone to read what the "class driver" received. Created under a seeded schedule
+/// (`vmbus_kmcl_sim::schedule`), its clock is the run's virtual time and its wait hands the turn
+/// on.
 #[derive(Clone, Debug)]
 pub struct SimPlatform(Arc<Shared>);
 
@@ -45,6 +50,7 @@ impl SimPlatform {
     pub fn new() -> Self {
         Self(Arc::new(Shared {
             origin: Instant::now(),
+            virtual_origin: schedule::now(),
             signalled: Mutex::new(false),
             cv: Condvar::new(),
             records: Mutex::new(Vec::with_capacity(SINK_CAPACITY)),
@@ -101,7 +107,11 @@ impl InputSink for SimPlatform {
 
 impl Platform for SimPlatform {
     fn now_ns(&self) -> u64 {
-        u64::try_from(self.0.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        let elapsed = match (self.0.virtual_origin, schedule::now()) {
+            (Some(origin), Some(now)) => now.saturating_sub(origin),
+            _ => self.0.origin.elapsed(),
+        };
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn prepare_wait(&self) {
@@ -114,12 +124,12 @@ impl Platform for SimPlatform {
     }
 
     fn wait(&self, timeout_ns: u64) {
-        let guard = lock(&self.0.signalled);
-        let _ =
-            self.0
-                .cv
-                .wait_timeout_while(guard, Duration::from_nanos(timeout_ns), |signalled| {
-                    !*signalled
-                });
+        let _ = schedule::wait_timeout_while(
+            &self.0.signalled,
+            lock(&self.0.signalled),
+            &self.0.cv,
+            Duration::from_nanos(timeout_ns),
+            |signalled| !*signalled,
+        );
     }
 }

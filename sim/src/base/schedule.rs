@@ -172,10 +172,10 @@ impl State {
     }
 
     /// The seeded choice among the threads that can run; when none can, virtual time jumps to
-    /// the earliest deadline. `None`: nobody can ever run again (a deadlock or a hang).
-    fn pick(&mut self) -> Option<usize> {
+    /// the earliest deadline. `Err`: nobody can ever run again, with the finding that says why.
+    fn pick(&mut self) -> Result<usize, String> {
         if self.steps >= STEP_LIMIT {
-            return None;
+            return Err(self.stuck("hang"));
         }
         let mut count = self
             .tasks
@@ -192,9 +192,10 @@ impl State {
                     } => Some(d),
                     _ => None,
                 })
-                .min()?;
+                .min()
+                .ok_or_else(|| self.stuck("deadlock"))?;
             if u128::from(deadline) > HANG_LIMIT.as_nanos() {
-                return None;
+                return Err(self.stuck("hang"));
             }
             self.now = self.now.max(deadline);
             let now = self.now;
@@ -221,25 +222,28 @@ impl State {
             .filter(|(_, t)| Self::eligible(t.status))
             .nth(nth)
             .map(|(i, _)| i)
+            .ok_or_else(|| self.stuck("deadlock"))
     }
 
-    fn describe_stuck(&self) -> String {
+    /// A finding: `kind` (`deadlock` or `hang`) with the threads that had not ended.
+    fn stuck(&self, kind: &str) -> String {
         let waiting: Vec<&str> = self
             .tasks
             .iter()
             .filter(|t| t.status != Status::Done)
             .map(|t| t.name.as_str())
             .collect();
-        if self.steps >= STEP_LIMIT || u128::from(self.now) >= HANG_LIMIT.as_nanos() / 2 {
+        let why = if kind == "hang" {
             format!(
-                "hang: not finished after {} steps and {:?} of virtual time; running: \
-                 {waiting:?}",
+                "not finished after {} switch points and {:?} of virtual time (limits {STEP_LIMIT}, \
+                 {HANG_LIMIT:?})",
                 self.steps,
                 Duration::from_nanos(self.now)
             )
         } else {
-            format!("deadlock: every thread waits without a deadline: {waiting:?}")
-        }
+            "every thread waits and none has a deadline".to_owned()
+        };
+        format!("{kind}: {why}; threads: {waiting:?}")
     }
 
     fn set_status(&mut self, task: usize, status: Status) {
@@ -304,11 +308,8 @@ impl Scheduler {
         s.record(me, point);
         s.progress();
         match s.pick() {
-            Some(next) => drop(self.hand_over(s, me, next)),
-            None => {
-                let finding = s.describe_stuck();
-                self.give_up(&mut s, Some(finding));
-            }
+            Ok(next) => drop(self.hand_over(s, me, next)),
+            Err(finding) => self.give_up(&mut s, Some(finding)),
         }
     }
 
@@ -330,10 +331,12 @@ impl Scheduler {
                 stale: true,
             },
         );
-        let Some(next) = s.pick() else {
-            let finding = s.describe_stuck();
-            self.give_up(&mut s, Some(finding));
-            return Woken::Free;
+        let next = match s.pick() {
+            Ok(next) => next,
+            Err(finding) => {
+                self.give_up(&mut s, Some(finding));
+                return Woken::Free;
+            }
         };
         let mut s = self.hand_over(s, me, next);
         if s.free {
@@ -357,14 +360,11 @@ impl Scheduler {
             return;
         }
         match s.pick() {
-            Some(next) => {
+            Ok(next) => {
                 s.running = next;
                 self.turn.notify_all();
             }
-            None => {
-                let finding = s.describe_stuck();
-                self.give_up(&mut s, Some(finding));
-            }
+            Err(finding) => self.give_up(&mut s, Some(finding)),
         }
     }
 

@@ -716,6 +716,23 @@ impl Run {
         }
     }
 
+    /// `WHOLE_STACK_TRACE`: what a step did (the guest's negotiated version and counters).
+    fn trace_step(&self, index: usize, step: &Step) {
+        let state = self.channel.as_ref().map_or_else(
+            || "no channel".to_owned(),
+            |c| {
+                let client = c.client();
+                format!(
+                    "enabled {} version {:?} {:?}",
+                    c.is_enabled(),
+                    client.negotiated_version(),
+                    client.counters()
+                )
+            },
+        );
+        eprintln!("whole_stack step {index} {}: {state}", step_kind(step));
+    }
+
     /// The report's violations, less the known host-race finding (see [`known_host_race`]).
     fn guest_violations(&self, report: &VerifierReport) -> usize {
         count_guest_violations(report, self.rescinded || self.offer.is_rescinded())
@@ -939,6 +956,9 @@ fn execute(script: &Script, irql: &PassiveLevel) -> schedule::Run<()> {
                 Step::During(op, actions) => run.during(*op, actions, irql),
             }
             run.note_pending();
+            if trace() {
+                run.trace_step(index, step);
+            }
             run.check_violations(&format!("after step {index}"));
         }
         if !schedule::is_scheduled() {

@@ -31,8 +31,10 @@
 //! - a scheduler finding (`Run::finding`): a deadlock (every thread waiting without a
 //!   deadline), a hang (10 minutes of virtual time, or 2,000,000 switch points), or threads
 //!   still running when the script returned;
-//! - as a last resort, an input exceeding [`WATCHDOG`] of real time (a hang outside the
-//!   scheduler's view; a watchdog thread prints the step and aborts).
+//! - a run past [`VIRTUAL_BUDGET`] of virtual time (seen by the guest's ack worker; reached in
+//!   seconds, where the scheduler's own 10 minutes take tens of seconds of real time);
+//! - as a last resort, an input exceeding [`WATCHDOG`] of real time (a thread blocked outside
+//!   the scheduler; a watchdog thread prints the step and aborts).
 #![no_main]
 
 use std::ops::{Deref, DerefMut};
@@ -260,8 +262,9 @@ fn watchdog() -> &'static Watchdog {
                 if deadline != 0 && now > deadline {
                     let what = dog.what.lock().map(|w| w.clone()).unwrap_or_default();
                     eprintln!(
-                        "whole_stack: HANG (real time, outside the scheduler's view): input \
-                         exceeded {WATCHDOG:?}; schedule seed {}; at {what}",
+                        "whole_stack: HANG (real time): input exceeded {WATCHDOG:?} (a thread \
+                         blocked outside the scheduler, or a hang the scheduler has not \
+                         reported yet); schedule seed {}; at {what}",
                         dog.seed.load(Ordering::Relaxed)
                     );
                     std::process::abort();
@@ -303,11 +306,23 @@ fn current_seed() -> u64 {
 // ---------------------------------------------------------------------------------------------
 // The guest's platform under a schedule: virtual clock, waits and ack worker.
 
-/// Granularity of the guest's waits and of the ack worker's polling, in virtual time.
+/// Granularity of the guest's waits, and the ack worker's first polling interval, in virtual
+/// time.
 const QUANTUM: Duration = Duration::from_millis(1);
-/// How long the ack worker goes without a signal before it completes queued packets anyway
-/// (as `vmbus_echo_sim::StdPlatform`'s worker does after its 20 ms poll).
-const WORKER_POLL_QUANTA: u32 = 20;
+/// The ack worker's polling interval doubles after this many polls without work, so that a
+/// long stall costs few switch points …
+const WORKER_BACKOFF_AFTER: u32 = 20;
+/// … up to this interval, well below the shortest guest timeout (20 ms), which the guest's
+/// notification request also waits for the acknowledgements. A signal resets it to
+/// [`QUANTUM`]. (`vmbus_echo_sim::StdPlatform`'s worker also polls the queue every 20 ms as a
+/// safety net; here no signal can be lost: `acks_queued` sets a flag the worker swaps.)
+const WORKER_MAX_POLL: Duration = Duration::from_millis(8);
+/// Virtual time after which a run is a hang finding, as seen by the ack worker (whose sleeps
+/// add up to the virtual time since it started). No script comes near it: 24 steps, each
+/// bounded by a few guest timeouts (at most 83 ms each) or a 2 s drain. The scheduler's own
+/// limit (`schedule::HANG_LIMIT`, 10 min) is reached too, but only after tens of seconds of
+/// real time, since every emulator thread wakes every 20 ms of virtual time.
+const VIRTUAL_BUDGET: Duration = Duration::from_secs(120);
 
 /// The echo client's [`Platform`] for a run under a schedule. Unlike the sample's
 /// `StdPlatform` (an `Instant` clock, a condition variable, a `std::thread` worker), nothing
@@ -379,16 +394,36 @@ impl AckWorker {
 fn ack_work(channel: &ChannelRef<EchoClient<SchedPlatform>>) {
     let client = channel.handler();
     let platform = client.platform();
+    let mut poll = QUANTUM;
     let mut idle = 0_u32;
+    let mut slept = Duration::ZERO;
     while !platform.stop.load(Ordering::Acquire) {
         let held = platform.held.load(Ordering::Acquire);
-        let signalled = !held && platform.queued.swap(false, Ordering::AcqRel);
-        if signalled || (!held && idle >= WORKER_POLL_QUANTA) {
-            idle = 0;
+        if !held && platform.queued.swap(false, Ordering::AcqRel) {
             scope::as_driver(|| client.complete_acks());
-        } else {
-            idle = idle.saturating_add(1);
-            schedule::sleep(QUANTUM);
+            poll = QUANTUM;
+            idle = 0;
+            continue;
+        }
+        schedule::sleep(poll);
+        slept += poll;
+        if slept > VIRTUAL_BUDGET && schedule::is_scheduled() {
+            let what = watchdog()
+                .what
+                .lock()
+                .map(|w| w.clone())
+                .unwrap_or_default();
+            eprintln!(
+                "whole_stack: HANG: more than {VIRTUAL_BUDGET:?} of virtual time passed; \
+                 schedule seed {}; at {what}",
+                current_seed()
+            );
+            std::process::abort();
+        }
+        idle = idle.saturating_add(1);
+        if idle >= WORKER_BACKOFF_AFTER && poll < WORKER_MAX_POLL {
+            poll = (poll * 2).min(WORKER_MAX_POLL);
+            idle = 0;
         }
     }
 }

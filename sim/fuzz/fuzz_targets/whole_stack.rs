@@ -1,45 +1,57 @@
-//! Whole-stack fuzzing: the fuzz input is the host's behaviour, the guest is the echo sample's
-//! client (`vmbus_echo::client`) over the safe layer (`vmbus_kmcl`) over the emulated KMCL.
+//! Whole-stack fuzzing: the fuzz input is the host's behaviour and the schedule, the guest is
+//! the echo sample's client (`vmbus_echo::client`) over the safe layer (`vmbus_kmcl`) over the
+//! emulated KMCL.
 //!
-//! The input decodes (with `arbitrary`) into a [`Script`]: a bus configuration and up to
-//! [`MAX_STEPS`] steps, run strictly in order on this thread. A step is a guest operation
-//! (open, ping, ping burst, notifications, bulk, sync, pause, resume, close, a new channel), a
-//! host action (any in-band payload, structured echo messages with chosen fields, raw ring
-//! packets of any type/flags/length/transaction ID, completions that are forged, duplicated,
-//! late or for ID 0, stalls, rescinds and re-offers, ring-index corruption, emulated KMCL
-//! faults), or a guest operation with host actions fired while it waits for the host.
+//! The input decodes (with `arbitrary`) into a [`Script`]: a schedule seed (the first 8 bytes,
+//! little-endian), a bus configuration and up to [`MAX_STEPS`] steps, run strictly in order on
+//! this thread. A step is a guest operation (open, ping, ping burst, notifications, bulk, sync,
+//! pause, resume, close, a new channel), a host action (any in-band payload, structured echo
+//! messages with chosen fields, raw ring packets of any type/flags/length/transaction ID,
+//! completions that are forged, duplicated, late or for ID 0, stalls, rescinds and re-offers,
+//! ring-index corruption, emulated KMCL faults), or a guest operation with host actions fired
+//! from a second thread while it waits for the host.
 //!
-//! Findings (each aborts the process, so libFuzzer saves the input):
+//! Determinism: the whole script (bus creation, every step, close, shutdown) runs inside
+//! `vmbus_kmcl_sim::schedule::run(seed, …)`. The emulator's threads, the guest's ack worker and
+//! the second thread of a `During` step all take part in the schedule (started inside the run,
+//! the latter two with `schedule::spawn`), and the guest's clock and waits are virtual (the
+//! [`SchedPlatform`] below replaces the echo sample's `StdPlatform`, which uses `Instant` and
+//! real condition-variable waits, and its `std::thread` ack worker). So an input is one
+//! interleaving: running it again gives the same `Run::trace_hash`.
+//! `WHOLE_STACK_CHECK_DETERMINISM=1` runs every input twice and aborts if the two trace hashes
+//! (or step counts, or virtual times) differ.
+//!
+//! Findings (each aborts the process, so libFuzzer saves the input; the schedule seed is
+//! printed with each):
 //! - a panic anywhere (libFuzzer's panic hook aborts even on threads that would catch it);
 //! - a guest-attributed verifier violation, a violation no bus could be blamed for, or an
 //!   emulator-internal error, at any step boundary or at the end;
 //! - a leak: the verifier not clean after the channel was closed and dropped and the bus was
 //!   shut down (host-caused counters such as forged completions are expected and ignored);
-//! - a hang: a step (or the close and shutdown) exceeding its deadline (the watchdog thread
-//!   aborts with the step's description).
-//!
-//! Determinism: the script is fixed by the input and every step runs to completion (bounded)
-//! before the next starts. What remains nondeterministic is the emulator's threads (the host
-//! device thread, the guest's callback and ack-worker threads): whether a host packet arrives
-//! before or after a guest timeout under load, and the interleaving of the actions of a
-//! `During` step with the guest's request. A crash found under one interleaving may need a few
-//! replays (`-runs=N` on the artifact) to reproduce.
+//! - a scheduler finding (`Run::finding`): a deadlock (every thread waiting without a
+//!   deadline), a hang (10 minutes of virtual time, or 2,000,000 switch points), or threads
+//!   still running when the script returned;
+//! - a run past [`VIRTUAL_BUDGET`] of virtual time (seen by the guest's ack worker; reached in
+//!   seconds, where the scheduler's own 10 minutes take tens of seconds of real time);
+//! - as a last resort, an input exceeding [`WATCHDOG`] of real time (a thread blocked outside
+//!   the scheduler; a watchdog thread prints the step and aborts).
 #![no_main]
 
-use std::sync::OnceLock;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use vmbus_echo::client::{EchoConfig, Session};
+use vmbus_echo::client::{self, EchoChannel, EchoClient, EchoConfig, Platform, Session};
 use vmbus_echo::protocol;
 use vmbus_echo_sim::harness::INSTANCE;
-use vmbus_echo_sim::{EchoHost, HostConfig, SimChannel};
-use vmbus_kmcl::PassiveLevel;
+use vmbus_echo_sim::{EchoHost, HostConfig};
+use vmbus_kmcl::{ChannelRef, KmclInterface, ParentDevice, PassiveLevel};
 use vmbus_kmcl_sim::{
     HostProfile, InterfaceVersion, Offer, RawPacket, Slot, VerifierReport, Violation,
-    ViolationKind, Vmbus, VmbusConfig, unattributed_violations,
+    ViolationKind, Vmbus, VmbusConfig, schedule, scope, unattributed_violations,
 };
 
 /// Steps per input at most.
@@ -52,6 +64,8 @@ const MAX_BYTES: usize = 4200;
 
 #[derive(Arbitrary, Debug)]
 struct Script {
+    /// The seed of the schedule the whole script runs under (`schedule::run`).
+    schedule_seed: u64,
     /// KMCL interface version offered: V1..=V5 (modulo 5).
     interface: u8,
     /// Host profile: Default, HyperV, OpenVmm (modulo 3).
@@ -111,7 +125,7 @@ enum GuestOp {
     HoldAcks(bool),
 }
 
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Debug, Clone)]
 enum HostAction {
     /// An in-band packet with arbitrary bytes.
     Send {
@@ -174,14 +188,14 @@ enum TxId {
     Value(u64),
 }
 
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Debug, Clone)]
 enum Payload {
     Bytes(Vec<u8>),
     Message(Message),
 }
 
 /// An echo protocol message with every header field chosen.
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Debug, Clone)]
 struct Message {
     good_magic: bool,
     version: u8,
@@ -203,7 +217,7 @@ enum Sequence {
     Value(u64),
 }
 
-#[derive(Arbitrary, Debug)]
+#[derive(Arbitrary, Debug, Clone)]
 enum Body {
     /// `n` pattern bytes seeded by the sequence number (as the host's notifications carry).
     Pattern(u16),
@@ -211,31 +225,48 @@ enum Body {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The watchdog: every step runs under a deadline.
+// The watchdog: a last resort against a hang the scheduler cannot see (a thread blocked outside
+// the emulator's switch points, or a run given up after a finding that then blocks for real).
+
+/// Real time an input may take (one execution; the determinism check arms it again for the
+/// second). Below CI's libFuzzer `-timeout=60`, so the watchdog reports first, with the seed and
+/// the step. A run under a schedule never sleeps for real: a normal input takes well under a
+/// second even under AddressSanitizer.
+const WATCHDOG: Duration = Duration::from_secs(50);
 
 struct Watchdog {
     /// Milliseconds since `origin` after which the process aborts; 0 = disarmed.
     deadline_ms: AtomicU64,
+    /// The schedule seed of the input being run.
+    seed: AtomicU64,
+    /// What runs now (the step).
     what: std::sync::Mutex<String>,
     origin: Instant,
 }
 
 fn watchdog() -> &'static Watchdog {
-    static WATCHDOG: OnceLock<&'static Watchdog> = OnceLock::new();
-    WATCHDOG.get_or_init(|| {
+    static WATCHDOG_STATE: OnceLock<&'static Watchdog> = OnceLock::new();
+    WATCHDOG_STATE.get_or_init(|| {
         let dog: &'static Watchdog = Box::leak(Box::new(Watchdog {
             deadline_ms: AtomicU64::new(0),
+            seed: AtomicU64::new(0),
             what: std::sync::Mutex::new(String::new()),
             origin: Instant::now(),
         }));
+        // Outside every schedule (it never touches the emulator): it only reads the clock.
         std::thread::spawn(move || {
             loop {
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(200));
                 let deadline = dog.deadline_ms.load(Ordering::Acquire);
                 let now = u64::try_from(dog.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
                 if deadline != 0 && now > deadline {
                     let what = dog.what.lock().map(|w| w.clone()).unwrap_or_default();
-                    eprintln!("whole_stack: HANG: step exceeded its deadline: {what}");
+                    eprintln!(
+                        "whole_stack: HANG (real time): input exceeded {WATCHDOG:?} (a thread \
+                         blocked outside the scheduler, or a hang the scheduler has not \
+                         reported yet); schedule seed {}; at {what}",
+                        dog.seed.load(Ordering::Relaxed)
+                    );
                     std::process::abort();
                 }
             }
@@ -244,37 +275,231 @@ fn watchdog() -> &'static Watchdog {
     })
 }
 
-/// Runs `f` under a deadline of `budget`; exceeding it aborts the process (a hang finding).
-fn bounded<R>(budget: Duration, what: impl FnOnce() -> String, f: impl FnOnce() -> R) -> R {
+/// Arms the watchdog for one execution of an input.
+fn arm_watchdog(seed: u64) {
     let dog = watchdog();
-    if let Ok(mut w) = dog.what.lock() {
-        *w = what();
-    }
-    let deadline = dog.origin.elapsed() + budget;
+    dog.seed.store(seed, Ordering::Relaxed);
+    note_step("bus setup".to_owned());
+    let deadline = dog.origin.elapsed() + WATCHDOG;
     let ms = u64::try_from(deadline.as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
     dog.deadline_ms.store(ms, Ordering::Release);
-    let result = f();
-    dog.deadline_ms.store(0, Ordering::Release);
-    result
+}
+
+fn disarm_watchdog() {
+    watchdog().deadline_ms.store(0, Ordering::Release);
+}
+
+/// Records what the input runs now, for the watchdog's message.
+fn note_step(what: String) {
+    if let Ok(mut w) = watchdog().what.lock() {
+        *w = what;
+    }
+}
+
+/// The schedule seed of the input being run (for the messages of findings).
+fn current_seed() -> u64 {
+    watchdog().seed.load(Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The guest's platform under a schedule: virtual clock, waits and ack worker.
+
+/// Granularity of the guest's waits, and the ack worker's first polling interval, in virtual
+/// time.
+const QUANTUM: Duration = Duration::from_millis(1);
+/// The ack worker's polling interval doubles after this many polls without work, so that a
+/// long stall costs few switch points …
+const WORKER_BACKOFF_AFTER: u32 = 20;
+/// … up to this interval, well below the shortest guest timeout (20 ms), which the guest's
+/// notification request also waits for the acknowledgements. A signal resets it to
+/// [`QUANTUM`]. (`vmbus_echo_sim::StdPlatform`'s worker also polls the queue every 20 ms as a
+/// safety net; here no signal can be lost: `acks_queued` sets a flag the worker swaps.)
+const WORKER_MAX_POLL: Duration = Duration::from_millis(8);
+/// Virtual time after which a run is a hang finding, as seen by the ack worker (whose sleeps
+/// add up to the virtual time since it started). No script comes near it: 24 steps, each
+/// bounded by a few guest timeouts (at most 83 ms each) or a 2 s drain. The scheduler's own
+/// limit (`schedule::HANG_LIMIT`, 10 min) is reached too, but only after tens of seconds of
+/// real time, since every emulator thread wakes every 20 ms of virtual time.
+const VIRTUAL_BUDGET: Duration = Duration::from_secs(120);
+
+/// The echo client's [`Platform`] for a run under a schedule. Unlike the sample's
+/// `StdPlatform` (an `Instant` clock, a condition variable, a `std::thread` worker), nothing
+/// here blocks outside the scheduler: a wait is a series of `schedule::sleep(QUANTUM)` that
+/// stops as soon as the event is signalled, and the clock counts the virtual time the guest
+/// spent in those waits. Flags are atomics, so no lock is held across a switch point.
+#[derive(Debug, Default)]
+struct SchedPlatform {
+    /// Virtual nanoseconds the guest waited so far.
+    clock_ns: AtomicU64,
+    /// The event (`prepare_wait` clears it, `notify` sets it).
+    signalled: AtomicBool,
+    /// `acks_queued` was called since the worker last looked.
+    queued: AtomicBool,
+    /// The worker must not complete anything.
+    held: AtomicBool,
+    /// The worker must exit.
+    stop: AtomicBool,
+}
+
+impl Platform for SchedPlatform {
+    fn now_ns(&self) -> u64 {
+        self.clock_ns.load(Ordering::Acquire)
+    }
+
+    fn prepare_wait(&self) {
+        self.signalled.store(false, Ordering::SeqCst);
+    }
+
+    fn notify(&self) {
+        self.signalled.store(true, Ordering::SeqCst);
+    }
+
+    fn wait(&self, timeout_ns: u64) {
+        let quantum = QUANTUM.as_nanos() as u64;
+        let mut left = timeout_ns;
+        while left > 0 && !self.signalled.load(Ordering::SeqCst) {
+            let slice = left.min(quantum);
+            schedule::sleep(Duration::from_nanos(slice));
+            self.clock_ns.fetch_add(slice, Ordering::AcqRel);
+            left -= slice;
+        }
+    }
+
+    fn acks_queued(&self) {
+        self.queued.store(true, Ordering::Release);
+    }
+}
+
+/// The thread that acknowledges pended host packets (the driver's work item), started with
+/// `schedule::spawn` so that it takes part in the schedule. Dropping it stops and joins it.
+#[derive(Debug)]
+struct AckWorker {
+    channel: ChannelRef<EchoClient<SchedPlatform>>,
+    thread: Option<schedule::JoinHandle<()>>,
+}
+
+impl AckWorker {
+    fn start(channel: ChannelRef<EchoClient<SchedPlatform>>) -> std::io::Result<Self> {
+        let worker = channel.clone();
+        let thread = schedule::spawn("echo-ack-worker", move || ack_work(&worker))?;
+        Ok(Self {
+            channel,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn ack_work(channel: &ChannelRef<EchoClient<SchedPlatform>>) {
+    let client = channel.handler();
+    let platform = client.platform();
+    let mut poll = QUANTUM;
+    let mut idle = 0_u32;
+    let mut slept = Duration::ZERO;
+    while !platform.stop.load(Ordering::Acquire) {
+        let held = platform.held.load(Ordering::Acquire);
+        if !held && platform.queued.swap(false, Ordering::AcqRel) {
+            scope::as_driver(|| client.complete_acks());
+            poll = QUANTUM;
+            idle = 0;
+            continue;
+        }
+        schedule::sleep(poll);
+        slept += poll;
+        if slept > VIRTUAL_BUDGET && schedule::is_scheduled() {
+            let what = watchdog()
+                .what
+                .lock()
+                .map(|w| w.clone())
+                .unwrap_or_default();
+            eprintln!(
+                "whole_stack: HANG: more than {VIRTUAL_BUDGET:?} of virtual time passed; \
+                 schedule seed {}; at {what}",
+                current_seed()
+            );
+            std::process::abort();
+        }
+        idle = idle.saturating_add(1);
+        if idle >= WORKER_BACKOFF_AFTER && poll < WORKER_MAX_POLL {
+            poll = (poll * 2).min(WORKER_MAX_POLL);
+            idle = 0;
+        }
+    }
+}
+
+impl Drop for AckWorker {
+    fn drop(&mut self) {
+        self.channel
+            .handler()
+            .platform()
+            .stop
+            .store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The echo channel with its ack worker, as `vmbus_echo_sim::SimChannel` but over
+/// [`SchedPlatform`]. Dereferences to the [`EchoChannel`]; dropping it stops the worker, then
+/// tears the channel down.
+#[derive(Debug)]
+struct SchedChannel {
+    /// Dropped first: the worker lets go of its channel reference before the teardown.
+    _worker: AckWorker,
+    echo: EchoChannel<SchedPlatform>,
+}
+
+impl SchedChannel {
+    fn create(
+        irql: &PassiveLevel,
+        interface: &KmclInterface,
+        parent: ParentDevice,
+        config: &EchoConfig,
+    ) -> Option<Self> {
+        let echo =
+            client::create_channel(irql, interface, parent, config, SchedPlatform::default())
+                .ok()?;
+        let worker = AckWorker::start(echo.new_ref()).ok()?;
+        Some(Self {
+            _worker: worker,
+            echo,
+        })
+    }
+
+    fn platform(&self) -> &SchedPlatform {
+        self.echo.client().platform()
+    }
+}
+
+impl Deref for SchedChannel {
+    type Target = EchoChannel<SchedPlatform>;
+    fn deref(&self) -> &Self::Target {
+        &self.echo
+    }
+}
+
+impl DerefMut for SchedChannel {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.echo
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The run.
 
 struct Run {
-    bus: Vmbus,
+    /// Shared with the second thread of a `During` step.
+    bus: Arc<Vmbus>,
     offer: Offer,
     /// Every earlier offer (rescinded), kept until the bus shuts down.
     old_offers: Vec<Offer>,
     host: HostConfig,
     config: EchoConfig,
-    channel: Option<SimChannel>,
+    channel: Option<SchedChannel>,
     /// The host rescinded an offer in this run.
     rescinded: bool,
-    /// The harness paused the channel (see [`avoid_paused_sends`]).
-    paused: bool,
     /// Guest transaction IDs seen waiting for a completion.
     seen: Vec<u64>,
 }
@@ -288,7 +513,7 @@ fn pick<T: Copy>(items: &[T], i: u8) -> Option<T> {
 }
 
 impl Run {
-    fn new(script: &Script) -> Self {
+    fn new(script: &Script, irql: &PassiveLevel) -> Self {
         let version =
             pick(&InterfaceVersion::ALL, script.interface).unwrap_or(InterfaceVersion::V5);
         let profile = pick(&HostProfile::ALL, script.profile).unwrap_or_default();
@@ -297,7 +522,9 @@ impl Run {
             max_version: u16::from(script.host_max_version % 4),
             hostile_every: u32::from(script.hostile_every % 8),
         };
-        let bus = Vmbus::new(VmbusConfig::new(version).with_host_profile(profile));
+        let bus = Arc::new(Vmbus::new(
+            VmbusConfig::new(version).with_host_profile(profile),
+        ));
         let offer = Self::make_offer(&bus, host);
         let config = EchoConfig {
             ring_pages: u32::from(script.ring_pages % 8) + 2,
@@ -312,11 +539,10 @@ impl Run {
             host,
             config,
             channel: None,
-            paused: false,
             rescinded: false,
             seen: Vec::new(),
         };
-        run.new_channel();
+        run.new_channel(irql);
         run
     }
 
@@ -325,18 +551,13 @@ impl Run {
         bus.offer(protocol::INTERFACE_TYPE, INSTANCE, Box::new(device))
     }
 
-    fn timeout(&self) -> Duration {
-        Duration::from_nanos(self.config.timeout_ns)
-    }
-
     /// Drops the guest's channel (if any) and creates a new one on the current offer. Creation
     /// may fail (an injected fault, a rescinded offer): the guest then has no channel.
-    fn new_channel(&mut self) {
+    fn new_channel(&mut self, irql: &PassiveLevel) {
         self.channel = None;
-        self.paused = false;
         if let Ok(interface) = self.bus.kmcl_interface() {
             self.channel =
-                SimChannel::create(&interface, self.offer.parent_device(), &self.config).ok();
+                SchedChannel::create(irql, &interface, self.offer.parent_device(), &self.config);
         }
     }
 
@@ -351,9 +572,9 @@ impl Run {
 
     fn guest(&mut self, op: GuestOp, irql: &PassiveLevel) {
         if let GuestOp::NewChannel = op {
-            self.new_channel();
+            self.new_channel(irql);
         } else {
-            guest_op(self.channel.as_mut(), &mut self.paused, op, irql);
+            guest_op(self.channel.as_mut(), op, irql);
         }
     }
 
@@ -406,14 +627,14 @@ impl Run {
     }
 
     /// One host action. Needs `&mut self` only for a re-offer (which replaces the channel).
-    fn host(&mut self, action: &HostAction) {
+    fn host(&mut self, action: &HostAction, irql: &PassiveLevel) {
         if let HostAction::Reoffer = action {
             self.offer.rescind();
             self.rescinded = true;
             self.channel = None;
             let old = core::mem::replace(&mut self.offer, Self::make_offer(&self.bus, self.host));
             self.old_offers.push(old);
-            return self.new_channel();
+            return self.new_channel(irql);
         }
         Self::host_shared(&self.bus, &self.offer, &self.seen, action);
     }
@@ -486,42 +707,65 @@ impl Run {
         }
     }
 
-    /// A guest operation with host actions fired while it waits.
+    /// A guest operation with host actions fired from a second thread (taking part in the
+    /// schedule) once the guest has a request waiting for the host, once the operation ended,
+    /// or once the guest waited its timeout, whichever comes first.
     fn during(&mut self, op: GuestOp, actions: &[HostAction], irql: &PassiveLevel) {
         // A re-offer replaces the channel under the guest: not allowed concurrently.
-        let actions: Vec<&HostAction> = actions
+        let actions: Vec<HostAction> = actions
             .iter()
             .filter(|a| !matches!(a, HostAction::Reoffer))
             .take(8)
+            .cloned()
             .collect();
-        let timeout = self.timeout();
-        let Self {
-            bus,
-            offer,
-            seen,
-            channel,
-            paused,
-            ..
-        } = self;
-        let (bus, offer, seen) = (&*bus, &*offer, &*seen);
-        let done = AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            let done = &done;
-            scope.spawn(move || {
-                let start = Instant::now();
-                while offer.pending_guest_transactions().is_empty()
-                    && !done.load(Ordering::Acquire)
-                    && start.elapsed() < timeout
-                {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                for action in actions {
-                    Self::host_shared(bus, offer, seen, action);
-                }
-            });
-            guest_op(channel.as_mut(), paused, op, irql);
-            done.store(true, Ordering::Release);
+        let timeout = self.config.timeout_ns;
+        let bus = Arc::clone(&self.bus);
+        let offer = self.offer.clone();
+        let seen = self.seen.clone();
+        // The guest's clock (virtual time it waited), if it has a channel.
+        let clock = self.channel.as_ref().map(|c| c.new_ref());
+        let done = Arc::new(AtomicBool::new(false));
+        let finished = Arc::clone(&done);
+        let host = schedule::spawn("during-host", move || {
+            let now = || {
+                clock
+                    .as_ref()
+                    .map_or(0, |c| c.handler().platform().now_ns())
+            };
+            let start = now();
+            while offer.pending_guest_transactions().is_empty()
+                && !finished.load(Ordering::Acquire)
+                && now().saturating_sub(start) < timeout
+            {
+                schedule::yield_now();
+            }
+            drop(clock);
+            for action in &actions {
+                Self::host_shared(&bus, &offer, &seen, action);
+            }
         });
+        guest_op(self.channel.as_mut(), op, irql);
+        done.store(true, Ordering::Release);
+        if let Ok(host) = host {
+            let _ = host.join();
+        }
+    }
+
+    /// `WHOLE_STACK_TRACE`: what a step did (the guest's negotiated version and counters).
+    fn trace_step(&self, index: usize, step: &Step) {
+        let state = self.channel.as_ref().map_or_else(
+            || "no channel".to_owned(),
+            |c| {
+                let client = c.client();
+                format!(
+                    "enabled {} version {:?} {:?}",
+                    c.is_enabled(),
+                    client.negotiated_version(),
+                    client.counters()
+                )
+            },
+        );
+        eprintln!("whole_stack step {index} {}: {state}", step_kind(step));
     }
 
     /// The report's violations, less the known host-race finding (see [`known_host_race`]).
@@ -534,12 +778,14 @@ impl Run {
         let report = self.bus.verifier();
         assert!(
             self.guest_violations(&report) == 0 && report.counters.internal_errors == 0,
-            "whole_stack: guest violation {when}:\n{report}"
+            "whole_stack: guest violation {when} (schedule seed {}):\n{report}",
+            current_seed()
         );
         let stray = unattributed_violations();
         assert!(
             stray.is_empty(),
-            "whole_stack: unattributed violations {when}: {stray:?}"
+            "whole_stack: unattributed violations {when} (schedule seed {}): {stray:?}",
+            current_seed()
         );
     }
 
@@ -548,15 +794,18 @@ impl Run {
     fn finish(mut self, irql: &PassiveLevel) {
         self.offer.stall(false);
         if let Some(channel) = self.channel.as_mut() {
-            channel.platform().hold_acks(false);
-            guest_op(Some(channel), &mut self.paused, GuestOp::Close, irql);
+            channel.platform().held.store(false, Ordering::Release);
+            guest_op(Some(channel), GuestOp::Close, irql);
         }
         self.channel = None;
         self.check_violations("at close");
         drop(self.offer);
         drop(self.old_offers);
         let rescinded = self.rescinded;
-        let report = self.bus.shutdown();
+        let Ok(bus) = Arc::try_unwrap(self.bus) else {
+            unreachable!("whole_stack: the bus is shared after every step ended");
+        };
+        let report = bus.shutdown();
         let leaks = report.live_channels
             + report.live_packets
             + report.live_gpadls
@@ -565,39 +814,30 @@ impl Run {
             leaks == 0
                 && report.interface_references == 0
                 && count_guest_violations(&report, rescinded) == 0,
-            "whole_stack: verifier not clean after shutdown:\n{report}"
+            "whole_stack: verifier not clean after shutdown (schedule seed {}):\n{report}",
+            current_seed()
         );
         let stray = unattributed_violations();
         assert!(
             stray.is_empty(),
-            "whole_stack: unattributed violations at shutdown: {stray:?}"
+            "whole_stack: unattributed violations at shutdown (schedule seed {}): {stray:?}",
+            current_seed()
         );
     }
 }
 
 /// One guest operation on the channel (none: nothing to do). `NewChannel` is handled by
-/// [`Run::guest`].
-fn guest_op(channel: Option<&mut SimChannel>, paused: &mut bool, op: GuestOp, irql: &PassiveLevel) {
+/// [`Run::guest`]. Sends on a paused channel are made like any others: the safe layer refuses
+/// them from the start of a pause until KMCL reports the channel started again
+/// (`tests/soundness.rs::sends_are_refused_while_paused`).
+fn guest_op(channel: Option<&mut SchedChannel>, op: GuestOp, irql: &PassiveLevel) {
     let Some(channel) = channel else { return };
-    let sends = matches!(
-        op,
-        GuestOp::Ping { .. }
-            | GuestOp::Burst { .. }
-            | GuestOp::Notifications { .. }
-            | GuestOp::Bulk { .. }
-            | GuestOp::Sync { .. }
-    );
-    if *paused && sends && avoid_paused_sends() {
-        return;
-    }
     let payload = |len: u16| usize::from(len) % (protocol::MAX_PAYLOAD + 8);
     match op {
         GuestOp::Open => {
-            if Session::open(channel, irql).is_ok() {
-                *paused = false;
-            }
+            let _ = Session::open(channel, irql);
         }
-        GuestOp::HoldAcks(held) => channel.platform().hold_acks(held),
+        GuestOp::HoldAcks(held) => channel.platform().held.store(held, Ordering::Release),
         GuestOp::NewChannel => {}
         op => {
             let Ok(mut session) = Session::attach(channel, irql) else {
@@ -622,22 +862,12 @@ fn guest_op(channel: Option<&mut SimChannel>, paused: &mut bool, op: GuestOp, ir
                     let _ = session.sync_request(value);
                 }
                 GuestOp::Pause => {
-                    if session.pause().is_ok() {
-                        *paused = true;
-                    }
+                    let _ = session.pause();
                 }
                 GuestOp::Resume => {
-                    if session.resume().is_ok() {
-                        *paused = false;
-                    }
+                    let _ = session.resume();
                 }
                 GuestOp::Close => {
-                    // The goodbye is a send: a paused channel is resumed first, as a driver
-                    // leaving D3 would.
-                    if *paused && avoid_paused_sends() {
-                        let _ = session.resume();
-                    }
-                    *paused = false;
                     let _ = session.close();
                 }
                 GuestOp::Open | GuestOp::NewChannel | GuestOp::HoldAcks(_) => {}
@@ -669,50 +899,180 @@ fn known_host_race(v: &Violation) -> bool {
         && v.message.contains("Closing")
 }
 
-/// Fixed finding: the safe layer used to let the echo client send on a paused channel
-/// (`VmbPacketSend` in state Paused, a `SendOnDisabledChannel` violation). Sends are now refused
-/// from the start of a pause until KMCL reports the channel started again
-/// (`tests/soundness.rs::sends_are_refused_while_paused`), so the harness sends while paused
-/// like any driver would.
-fn avoid_paused_sends() -> bool {
-    false
+/// True when the environment variable `name` is set (read once).
+fn env_flag(name: &'static str, cell: &'static OnceLock<bool>) -> bool {
+    *cell.get_or_init(|| std::env::var_os(name).is_some())
 }
 
-/// True when `WHOLE_STACK_TRACE` is set: each input's decoded script is printed (for replaying
-/// an artifact or choosing seeds).
+/// `WHOLE_STACK_TRACE`: print each input's decoded script and its run (seed, trace hash, switch
+/// points, virtual time).
 fn trace() -> bool {
-    static TRACE: OnceLock<bool> = OnceLock::new();
-    *TRACE.get_or_init(|| std::env::var_os("WHOLE_STACK_TRACE").is_some())
+    static CELL: OnceLock<bool> = OnceLock::new();
+    env_flag("WHOLE_STACK_TRACE", &CELL)
+}
+
+/// `WHOLE_STACK_KINDS`: print one line with the schedule seed and the kind of every step of
+/// each input, and run nothing (to survey a corpus, e.g. when choosing seeds).
+fn kinds_only() -> bool {
+    static CELL: OnceLock<bool> = OnceLock::new();
+    env_flag("WHOLE_STACK_KINDS", &CELL)
+}
+
+/// `WHOLE_STACK_CHECK_DETERMINISM`: run each input twice and abort unless both runs have the
+/// same trace hash, switch points and virtual time.
+fn check_determinism() -> bool {
+    static CELL: OnceLock<bool> = OnceLock::new();
+    env_flag("WHOLE_STACK_CHECK_DETERMINISM", &CELL)
+}
+
+fn guest_kind(op: &GuestOp) -> &'static str {
+    match op {
+        GuestOp::Open => "Open",
+        GuestOp::Ping { .. } => "Ping",
+        GuestOp::Burst { .. } => "Burst",
+        GuestOp::Notifications { .. } => "Notifications",
+        GuestOp::Bulk { .. } => "Bulk",
+        GuestOp::Sync { .. } => "Sync",
+        GuestOp::Pause => "Pause",
+        GuestOp::Resume => "Resume",
+        GuestOp::Close => "Close",
+        GuestOp::NewChannel => "NewChannel",
+        GuestOp::HoldAcks(_) => "HoldAcks",
+    }
+}
+
+fn host_kind(action: &HostAction) -> &'static str {
+    match action {
+        HostAction::Send { .. } => "Send",
+        HostAction::Message { .. } => "Message",
+        HostAction::SendExternal { .. } => "SendExternal",
+        HostAction::Raw { .. } => "Raw",
+        HostAction::Completion { .. } => "Completion",
+        HostAction::Stall(_) => "Stall",
+        HostAction::Rescind => "Rescind",
+        HostAction::Reoffer => "Reoffer",
+        HostAction::CorruptIncomingWriteIndex(_) => "CorruptIncomingWriteIndex",
+        HostAction::CorruptOutgoingReadIndex(_) => "CorruptOutgoingReadIndex",
+        HostAction::FailNth { .. } => "FailNth",
+        HostAction::CompletionStatus(_) => "CompletionStatus",
+        HostAction::DeferExternal(_) => "DeferExternal",
+    }
+}
+
+/// A step's kind: `Guest:Ping`, `Host:Raw`, `During:Sync[Completion,Stall]`.
+fn step_kind(step: &Step) -> String {
+    match step {
+        Step::Guest(op) => format!("Guest:{}", guest_kind(op)),
+        Step::Host(action) => format!("Host:{}", host_kind(action)),
+        Step::During(op, actions) => {
+            let actions: Vec<&str> = actions.iter().map(host_kind).collect();
+            format!("During:{}[{}]", guest_kind(op), actions.join(","))
+        }
+    }
+}
+
+/// Runs the whole script once under its seeded schedule.
+fn execute(script: &Script, irql: &PassiveLevel) -> schedule::Run<()> {
+    let _ = unattributed_violations();
+    arm_watchdog(script.schedule_seed);
+    let result = schedule::run(script.schedule_seed, || {
+        let mut run = Run::new(script, irql);
+        for (index, step) in script.steps.iter().take(MAX_STEPS).enumerate() {
+            if !schedule::is_scheduled() {
+                // The scheduler gave up (a deadlock or a hang, reported in `Run::finding`):
+                // stop here, leaving everything as it is, and report it.
+                std::mem::forget(run);
+                return;
+            }
+            note_step(format!("step {index}: {}", step_kind(step)));
+            match step {
+                Step::Guest(op) => run.guest(*op, irql),
+                Step::Host(action) => run.host(action, irql),
+                Step::During(op, actions) => run.during(*op, actions, irql),
+            }
+            run.note_pending();
+            if trace() {
+                run.trace_step(index, step);
+            }
+            run.check_violations(&format!("after step {index}"));
+        }
+        if !schedule::is_scheduled() {
+            std::mem::forget(run);
+            return;
+        }
+        note_step("close and bus shutdown".to_owned());
+        run.finish(irql);
+    });
+    disarm_watchdog();
+    if let Some(finding) = &result.finding {
+        eprintln!(
+            "whole_stack: SCHEDULE FINDING (schedule seed {}, {} switch points, {:?} virtual \
+             time): {finding}",
+            result.seed, result.steps, result.virtual_time
+        );
+        std::process::abort();
+    }
+    result
+}
+
+/// Prints the schedule seed before libFuzzer's panic hook aborts.
+fn install_seed_hook() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            eprintln!(
+                "whole_stack: panic under schedule seed {} (replay: run this input)",
+                current_seed()
+            );
+            previous(info);
+        }));
+    });
 }
 
 fuzz_target!(|script: Script| {
+    if kinds_only() {
+        let kinds: Vec<String> = script.steps.iter().take(MAX_STEPS).map(step_kind).collect();
+        eprintln!(
+            "whole_stack kinds: seed {} steps {}: {}",
+            script.schedule_seed,
+            kinds.len(),
+            kinds.join(" ")
+        );
+        return;
+    }
     if trace() {
         eprintln!("whole_stack script: {script:#?}");
     }
+    install_seed_hook();
     let Some(irql) = PassiveLevel::check() else {
         return;
     };
-    let _ = unattributed_violations();
-    // Generous for a loaded 2-core machine under ASan: a step's own waits are bounded by a few
-    // guest timeouts (a burst, a close waiting for its goodbye and for acks).
-    let budget = Duration::from_secs(20);
-    let mut run = bounded(budget, || "bus setup".to_owned(), || Run::new(&script));
-    for (index, step) in script.steps.iter().take(MAX_STEPS).enumerate() {
-        bounded(
-            budget,
-            || format!("step {index}: {step:?}"),
-            || match step {
-                Step::Guest(op) => run.guest(*op, &irql),
-                Step::Host(action) => run.host(action),
-                Step::During(op, actions) => run.during(*op, actions, &irql),
-            },
+    let first = execute(&script, &irql);
+    if trace() {
+        eprintln!(
+            "whole_stack run: schedule seed {} trace hash {:#018x} switch points {} virtual time \
+             {:?}",
+            first.seed, first.trace_hash, first.steps, first.virtual_time
         );
-        run.note_pending();
-        run.check_violations(&format!("after step {index}"));
     }
-    bounded(
-        budget,
-        || "close and bus shutdown".to_owned(),
-        || run.finish(&irql),
-    );
+    if check_determinism() {
+        let second = execute(&script, &irql);
+        let same = (first.trace_hash, first.steps, first.virtual_time)
+            == (second.trace_hash, second.steps, second.virtual_time);
+        if !same {
+            eprintln!(
+                "whole_stack: NONDETERMINISTIC replay of schedule seed {}: trace hash {:#018x} / \
+                 {:#018x}, switch points {} / {}, virtual time {:?} / {:?}",
+                first.seed,
+                first.trace_hash,
+                second.trace_hash,
+                first.steps,
+                second.steps,
+                first.virtual_time,
+                second.virtual_time
+            );
+            std::process::abort();
+        }
+    }
 });

@@ -50,8 +50,8 @@ use vmbus_echo_sim::harness::INSTANCE;
 use vmbus_echo_sim::{EchoHost, HostConfig};
 use vmbus_kmcl::{ChannelRef, KmclInterface, ParentDevice, PassiveLevel};
 use vmbus_kmcl_sim::{
-    HostProfile, InterfaceVersion, Offer, RawPacket, Slot, VerifierReport, Violation,
-    ViolationKind, Vmbus, VmbusConfig, schedule, scope, unattributed_violations,
+    HostProfile, InterfaceVersion, Offer, RawPacket, Slot, Vmbus, VmbusConfig, schedule, scope,
+    unattributed_violations,
 };
 
 /// Steps per input at most.
@@ -498,8 +498,6 @@ struct Run {
     host: HostConfig,
     config: EchoConfig,
     channel: Option<SchedChannel>,
-    /// The host rescinded an offer in this run.
-    rescinded: bool,
     /// Guest transaction IDs seen waiting for a completion.
     seen: Vec<u64>,
 }
@@ -539,7 +537,6 @@ impl Run {
             host,
             config,
             channel: None,
-            rescinded: false,
             seen: Vec::new(),
         };
         run.new_channel(irql);
@@ -562,7 +559,6 @@ impl Run {
     }
 
     fn note_pending(&mut self) {
-        self.rescinded |= self.offer.is_rescinded();
         for txid in self.offer.pending_guest_transactions() {
             if !self.seen.contains(&txid) && self.seen.len() < 64 {
                 self.seen.push(txid);
@@ -630,7 +626,6 @@ impl Run {
     fn host(&mut self, action: &HostAction, irql: &PassiveLevel) {
         if let HostAction::Reoffer = action {
             self.offer.rescind();
-            self.rescinded = true;
             self.channel = None;
             let old = core::mem::replace(&mut self.offer, Self::make_offer(&self.bus, self.host));
             self.old_offers.push(old);
@@ -768,16 +763,11 @@ impl Run {
         eprintln!("whole_stack step {index} {}: {state}", step_kind(step));
     }
 
-    /// The report's violations, less the known host-race finding (see [`known_host_race`]).
-    fn guest_violations(&self, report: &VerifierReport) -> usize {
-        count_guest_violations(report, self.rescinded || self.offer.is_rescinded())
-    }
-
     /// Fails the run unless the verifier has no violation (leaks are checked at the end).
     fn check_violations(&self, when: &str) {
         let report = self.bus.verifier();
         assert!(
-            self.guest_violations(&report) == 0 && report.counters.internal_errors == 0,
+            report.violations.is_empty() && report.counters.internal_errors == 0,
             "whole_stack: guest violation {when} (schedule seed {}):\n{report}",
             current_seed()
         );
@@ -801,7 +791,6 @@ impl Run {
         self.check_violations("at close");
         drop(self.offer);
         drop(self.old_offers);
-        let rescinded = self.rescinded;
         let Ok(bus) = Arc::try_unwrap(self.bus) else {
             unreachable!("whole_stack: the bus is shared after every step ended");
         };
@@ -811,9 +800,7 @@ impl Run {
             + report.live_gpadls
             + report.uncompleted_incoming;
         assert!(
-            leaks == 0
-                && report.interface_references == 0
-                && count_guest_violations(&report, rescinded) == 0,
+            leaks == 0 && report.interface_references == 0 && report.violations.is_empty(),
             "whole_stack: verifier not clean after shutdown (schedule seed {}):\n{report}",
             current_seed()
         );
@@ -874,29 +861,6 @@ fn guest_op(channel: Option<&mut SchedChannel>, op: GuestOp, irql: &PassiveLevel
             }
         }
     }
-}
-
-/// Violations the guest is blamed for, less the known host race when the host rescinded an
-/// offer in this run (see [`known_host_race`]).
-fn count_guest_violations(report: &VerifierReport, rescinded: bool) -> usize {
-    report
-        .violations
-        .iter()
-        .filter(|v| !(rescinded && known_host_race(v)))
-        .count()
-}
-
-/// Known finding: a rescind racing `Session::open` can close the channel between the version
-/// exchange and the bulk GPADL, and `VmbChannelCreateGpadlFromBuffer` on the Closing channel is
-/// reported as the guest's `WrongState`, although the guest cannot see the rescind coming. Not
-/// counted after a rescind unless `WHOLE_STACK_STRICT=1`.
-fn known_host_race(v: &Violation) -> bool {
-    static STRICT: OnceLock<bool> = OnceLock::new();
-    let strict = *STRICT.get_or_init(|| std::env::var_os("WHOLE_STACK_STRICT").is_some());
-    !strict
-        && v.kind == ViolationKind::WrongState
-        && v.slot == "VmbChannelCreateGpadlFromBuffer"
-        && v.message.contains("Closing")
 }
 
 /// True when the environment variable `name` is set (read once).

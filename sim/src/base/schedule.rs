@@ -118,6 +118,8 @@ enum Status {
 struct Task {
     name: String,
     status: Status,
+    /// Signalled when this thread gets the turn (one per thread, so a switch wakes one thread).
+    turn: Arc<Condvar>,
 }
 
 #[derive(Debug)]
@@ -246,6 +248,20 @@ impl State {
         format!("{kind}: {why}; threads: {waiting:?}")
     }
 
+    /// Wakes `task` to look whether it has the turn.
+    fn wake(&self, task: usize) {
+        if let Some(t) = self.tasks.get(task) {
+            t.turn.notify_one();
+        }
+    }
+
+    /// The condition variable `task` waits on for its turn.
+    fn turn_of(&self, task: usize) -> Arc<Condvar> {
+        self.tasks
+            .get(task)
+            .map_or_else(|| Arc::new(Condvar::new()), |t| Arc::clone(&t.turn))
+    }
+
     fn set_status(&mut self, task: usize, status: Status) {
         if let Some(t) = self.tasks.get_mut(task) {
             t.status = status;
@@ -257,7 +273,6 @@ impl State {
 #[derive(Debug)]
 struct Scheduler {
     state: Mutex<State>,
-    turn: Condvar,
 }
 
 /// How a wait ended.
@@ -283,9 +298,10 @@ impl Scheduler {
     ) -> MutexGuard<'a, State> {
         s.running = next;
         if next != me {
-            self.turn.notify_all();
+            s.wake(next);
+            let mine = s.turn_of(me);
             while s.running != me && !s.free {
-                s = self.turn.wait(s).unwrap_or_else(PoisonError::into_inner);
+                s = mine.wait(s).unwrap_or_else(PoisonError::into_inner);
             }
         }
         s
@@ -297,7 +313,9 @@ impl Scheduler {
             s.finding = finding;
         }
         s.free = true;
-        self.turn.notify_all();
+        for t in &s.tasks {
+            t.turn.notify_all();
+        }
     }
 
     fn switch(&self, me: usize, point: Point) {
@@ -362,7 +380,7 @@ impl Scheduler {
         match s.pick() {
             Ok(next) => {
                 s.running = next;
-                self.turn.notify_all();
+                s.wake(next);
             }
             Err(finding) => self.give_up(&mut s, Some(finding)),
         }
@@ -393,6 +411,7 @@ impl Scheduler {
         s.tasks.push(Task {
             name,
             status: Status::Runnable,
+            turn: Arc::new(Condvar::new()),
         });
         if !s.free {
             s.record(parent, Point::Spawn);
@@ -403,8 +422,9 @@ impl Scheduler {
     /// Waits for this new thread's first turn.
     fn start(&self, me: usize) {
         let mut s = guard(&self.state);
+        let mine = s.turn_of(me);
         while s.running != me && !s.free {
-            s = self.turn.wait(s).unwrap_or_else(PoisonError::into_inner);
+            s = mine.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
         if !s.free {
             s.record(me, Point::Start);
@@ -568,6 +588,7 @@ pub fn run<R>(seed: u64, body: impl FnOnce() -> R) -> Run<R> {
             tasks: vec![Task {
                 name: "main".to_owned(),
                 status: Status::Runnable,
+                turn: Arc::new(Condvar::new()),
             }],
             running: 0,
             free: false,
@@ -577,7 +598,6 @@ pub fn run<R>(seed: u64, body: impl FnOnce() -> R) -> Run<R> {
             finding: None,
             print: std::env::var_os(TRACE_VAR).is_some(),
         }),
-        turn: Condvar::new(),
     });
     let participant = Participant {
         scheduler: Arc::clone(&scheduler),

@@ -8,7 +8,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::schedule::{self, LockHeld, Point, Woken};
+use super::schedule::{self, LockHeld};
 
 /// A locked emulator mutex: derefs to the data; the lock is counted as held by this thread
 /// (no schedule switch while one is held).
@@ -51,30 +51,14 @@ pub(crate) fn wait_until<'a, T>(
     timeout: Duration,
     mut done: impl FnMut(&mut T) -> bool,
 ) -> (Locked<'a, T>, bool) {
-    let mut locked = locked;
-    if let Some(me) = schedule::current() {
-        let deadline = me.deadline(timeout);
-        let mut retry = false;
-        loop {
-            if done(&mut locked) {
-                return (locked, true);
-            }
-            let mutex = locked.mutex;
-            drop(locked);
-            let woken = me.wait(Some(deadline), Point::Wait, retry);
-            retry = true;
-            locked = lock(mutex);
-            match woken {
-                Woken::Turn { timed_out: false } => {}
-                Woken::Turn { timed_out: true } => {
-                    let held = done(&mut locked);
-                    return (locked, held);
-                }
-                // The schedule was given up: finish the wait as outside one.
-                Woken::Free => break,
-            }
-        }
-    }
+    let mutex = locked.mutex;
+    let locked = match schedule::current() {
+        Some(me) => match me.wait_locked(timeout, locked, || lock(mutex), &mut done) {
+            Ok(outcome) => return outcome,
+            Err(locked) => locked,
+        },
+        None => locked,
+    };
     let Locked {
         mutex,
         guard,

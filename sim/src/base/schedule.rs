@@ -519,6 +519,40 @@ impl Participant {
     }
 }
 
+impl Participant {
+    /// The scheduled part of a condition wait: looks at `done` under `guard`, and while it is
+    /// false releases the lock, hands the turn on and locks again with `relock`, until `done`
+    /// holds or the virtual `timeout` passed. `Ok((guard, done held))`; `Err(guard)` when the
+    /// schedule was given up meanwhile (finish the wait as outside one).
+    pub(crate) fn wait_locked<G: core::ops::DerefMut>(
+        &self,
+        timeout: Duration,
+        mut guard: G,
+        relock: impl Fn() -> G,
+        mut done: impl FnMut(&mut G::Target) -> bool,
+    ) -> Result<(G, bool), G> {
+        let deadline = self.deadline(timeout);
+        let mut retry = false;
+        loop {
+            if done(&mut guard) {
+                return Ok((guard, true));
+            }
+            drop(guard);
+            let woken = self.wait(Some(deadline), Point::Wait, retry);
+            retry = true;
+            guard = relock();
+            match woken {
+                Woken::Turn { timed_out: false } => {}
+                Woken::Turn { timed_out: true } => {
+                    let held = done(&mut guard);
+                    return Ok((guard, held));
+                }
+                Woken::Free => return Err(guard),
+            }
+        }
+    }
+}
+
 /// The library's busy-wait hook: under a schedule, let the others run.
 pub(crate) fn spin_hook() {
     match current() {
@@ -831,28 +865,18 @@ pub fn wait_timeout_while<'a, T>(
     timeout: Duration,
     mut condition: impl FnMut(&mut T) -> bool,
 ) -> (MutexGuard<'a, T>, bool) {
-    let mut guard = guard;
-    if let Some(me) = current() {
-        let deadline = me.deadline(timeout);
-        let mut retry = false;
-        loop {
-            if !condition(&mut guard) {
-                return (guard, false);
-            }
-            drop(guard);
-            let woken = me.wait(Some(deadline), Point::Wait, retry);
-            retry = true;
-            guard = mutex.lock().expect("mutex poisoned");
-            match woken {
-                Woken::Turn { timed_out: false } => {}
-                Woken::Turn { timed_out: true } => {
-                    let waiting = condition(&mut guard);
-                    return (guard, waiting);
-                }
-                Woken::Free => break,
-            }
-        }
-    }
+    let guard = match current() {
+        Some(me) => match me.wait_locked(
+            timeout,
+            guard,
+            || mutex.lock().expect("mutex poisoned"),
+            |v| !condition(v),
+        ) {
+            Ok((guard, done)) => return (guard, !done),
+            Err(guard) => guard,
+        },
+        None => guard,
+    };
     let (guard, result) = cv
         .wait_timeout_while(guard, timeout, condition)
         .expect("mutex poisoned");
